@@ -1,0 +1,1 @@
+"""Samplers and schedules. Pure tensor functions: no progress bars, no I/O."""
