@@ -47,3 +47,7 @@ class CheckpointMismatchError(CheckpointError):
 
 class InputImageError(ToonctlError):
     """An input image is missing, unreadable or unusable."""
+
+
+class UnsupportedSizeError(ToonctlError, ValueError):
+    """A frame size the model cannot process (sides must be multiples of the latent grid)."""

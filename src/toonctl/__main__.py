@@ -1,0 +1,5 @@
+"""``python -m toonctl``."""
+
+from toonctl.cli.app import main
+
+main()

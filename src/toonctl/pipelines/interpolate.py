@@ -1,0 +1,292 @@
+"""Key-frame interpolation: two key drawings + a prompt -> the in-between video.
+
+Reimplements ``scripts/evaluation/inference.py::image_guided_synthesis`` with ``--interp`` (and the
+model side in ``lvdm/models/ddpm3d.py``): the same conditioning, sampler and double decode, with
+every random draw injectable so a run can be replayed exactly. Tensors in, tensors out: no file I/O,
+no printing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from toonctl.errors import UnsupportedSizeError
+from toonctl.models.configs import ToonCrafterConfig
+from toonctl.samplers.ddim import make_ddim_schedule, sample_ddim
+from toonctl.samplers.guidance import Conditioning, GuidedDenoiser
+
+
+@dataclass
+class InterpolationNoise:
+    """Every random draw of one interpolation, in the order the official code makes them.
+
+    Attributes:
+        posterior: ``(2, 4, h, w)`` noise of the VAE posterior sample of the first and the last key
+            frame. A ``(T, 4, h, w)`` tensor (the official code draws one row per video frame) is
+            accepted too; only rows 0 and T-1 are used.
+        x_T: ``(1, 4, T, h, w)`` the initial latent.
+        steps: one ``(1, 4, T, h, w)`` tensor per DDIM step (drawn even when eta = 0).
+    """
+
+    posterior: torch.Tensor
+    x_T: torch.Tensor
+    steps: Sequence[torch.Tensor]
+
+    @classmethod
+    def draw(
+        cls,
+        *,
+        num_frames: int,
+        latent_hw: tuple[int, int],
+        num_steps: int,
+        generator: torch.Generator | None = None,
+        latent_channels: int = 4,
+    ) -> InterpolationNoise:
+        """Draw all noise from ``generator`` (CPU by default), in the official order."""
+        h, w = latent_hw
+        shape = (1, latent_channels, num_frames, h, w)
+
+        def randn(*size: int) -> torch.Tensor:
+            device = generator.device if generator is not None else "cpu"
+            return torch.randn(size, generator=generator, device=device, dtype=torch.float32)
+
+        posterior = randn(2, latent_channels, h, w)
+        x_T = randn(*shape)
+        return cls(posterior=posterior, x_T=x_T, steps=[randn(*shape) for _ in range(num_steps)])
+
+
+@dataclass
+class InterpolationOutput:
+    """``video``: ``(1, 3, T, H, W)`` float32, about [-1, 1] (not clamped); ``latents``:
+    ``(1, 4, T, h, w)`` the sampled latent in model space."""
+
+    video: torch.Tensor
+    latents: torch.Tensor
+
+
+class InterpolationPipeline:
+    """ToonCrafter's interpolation model: UNet, dual-reference VAE, CLIP towers, Resampler, schedule.
+
+    Build it with ``from_checkpoint`` (official ``model.ckpt`` or an official-layout safetensors).
+    Each component can also be run on its own: ``encode_text``, ``encode_image``,
+    ``encode_keyframes``, ``decode_latents`` and ``unet``.
+    """
+
+    def __init__(
+        self,
+        *,
+        unet: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        image_encoder: nn.Module,
+        image_proj: nn.Module,
+        schedule: dict[str, torch.Tensor],
+        config: ToonCrafterConfig,
+        tokenizer=None,
+    ) -> None:
+        from toonctl.models.tokenizer import CLIPTokenizer
+
+        self.unet = unet
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+        self.image_proj = image_proj
+        self.schedule = schedule
+        self.config = config
+        self.tokenizer = tokenizer or CLIPTokenizer()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        config: str | Path | ToonCrafterConfig | None = None,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> InterpolationPipeline:
+        """Load every component from an official-layout checkpoint.
+
+        Args:
+            checkpoint: ``model.ckpt`` or ``.safetensors`` with the official keys.
+            config: an official-format yaml, our ``config.json``, a ``ToonCrafterConfig``, or None
+                for the released ToonCrafter-512 architecture.
+            device, dtype: where the weights go and their floating dtype.
+        """
+        from toonctl.config import load_config
+        from toonctl.convert.tooncrafter import load_components
+
+        if config is None:
+            config = ToonCrafterConfig()
+        elif not isinstance(config, ToonCrafterConfig):
+            config = load_config(config)
+        parts = load_components(checkpoint, config, device=device, dtype=dtype)
+        return cls(config=config, **parts)  # type: ignore[arg-type]
+
+    # -- components ---------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def latent_factor(self) -> int:
+        """Pixel sides must be multiples of this: 8 (VAE) x 2 per UNet downsampling."""
+        return 8 * 2 ** (len(self.config.unet.channel_mult) - 1)
+
+    @torch.no_grad()
+    def encode_text(self, prompts: str | Sequence[str]) -> torch.Tensor:
+        """Prompts -> ``(B, 77, C)``: OpenCLIP penultimate-layer tokens after ``ln_final``."""
+        tokens = self.tokenizer([prompts] if isinstance(prompts, str) else list(prompts))
+        return self.text_encoder(tokens.to(self.device)).float()
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [-1, 1] -> ``(B, num_queries * video_length, C)`` image context.
+
+        CLIP preprocessing (antialiased bicubic squash to 224, CLIP mean/std), the ViT's 257 tokens,
+        then the Resampler.
+        """
+        from toonctl.models.clip_encoders import preprocess_clip_image
+
+        dtype = next(self.image_encoder.parameters()).dtype
+        pixels = preprocess_clip_image(images.to(self.device, torch.float32)).to(dtype)
+        tokens = self.image_encoder(pixels)
+        return self.image_proj(tokens.to(next(self.image_proj.parameters()).dtype)).float()
+
+    @torch.no_grad()
+    def encode_keyframes(self, frames: torch.Tensor):
+        """``(N, 3, H, W)`` in [-1, 1] -> the VAE encoder output (posterior + hidden states)."""
+        dtype = next(self.vae.parameters()).dtype
+        return self.vae.encode(frames.to(self.device, dtype))
+
+    @torch.no_grad()
+    def decode_latents(
+        self, latents: torch.Tensor, ref_context: Sequence[torch.Tensor], *, splice: bool = True
+    ) -> torch.Tensor:
+        """Model-space latents ``(B, 4, T, h, w)`` -> video ``(B, 3, T, H, W)`` float32.
+
+        ``ref_context``: the encoder hidden states of the first and last key frame, each
+        ``(B, C_i, 2, H_i, W_i)``. With ``splice`` (the official behaviour) the two middle frames
+        are replaced by their decode from a second pass without frames 1 and T-2.
+        """
+        dtype = next(self.vae.parameters()).dtype
+        z = (latents / self.config.vae.scale_factor).to(dtype)
+        ref = [r.to(dtype) for r in ref_context]
+        video = self.vae.decode(z, ref).float()
+        num_frames = z.shape[2]
+        if splice and num_frames >= 4:
+            keep = [0, *range(2, num_frames - 2), num_frames - 1]
+            middle = self.vae.decode(z[:, :, keep], ref).float()
+            half = num_frames // 2
+            # frames half-1 and half of the video are positions half-2, half-1 of the shorter clip
+            video[:, :, half - 1 : half + 1] = middle[:, :, half - 2 : half]
+        return video
+
+    # -- the task -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        start: torch.Tensor,
+        end: torch.Tensor,
+        prompt: str = "",
+        *,
+        num_frames: int | None = None,
+        steps: int = 50,
+        guidance_scale: float = 7.5,
+        guidance_rescale: float = 0.7,
+        frame_stride: int = 10,
+        eta: float = 1.0,
+        timestep_spacing: str = "uniform_trailing",
+        generator: torch.Generator | None = None,
+        noise: InterpolationNoise | None = None,
+        batched_guidance: bool = True,
+        splice: bool = True,
+        callback: Callable[[dict], None] | None = None,
+    ) -> InterpolationOutput:
+        """Generate the frames from ``start`` to ``end``.
+
+        Args:
+            start, end: key frames ``(3, H, W)`` or ``(1, 3, H, W)`` in [-1, 1], sides multiples of
+                ``latent_factor`` (64 for the 512 model).
+            prompt: text prompt ("" = none).
+            num_frames: frames to generate including both key frames (default: the model's 16).
+            steps, guidance_scale, guidance_rescale, eta, timestep_spacing: DDIM settings; the
+                defaults are the official ``scripts/run.sh`` ones.
+            frame_stride: the fs condition; smaller means larger motion.
+            generator: source of all random draws when ``noise`` is None.
+            noise: replay these draws instead (see ``InterpolationNoise``).
+            batched_guidance: cond + uncond in one UNet call; False = two calls as officially.
+            splice: the official second decode of the two middle frames.
+            callback: called after every step with the sampler's step dict plus ``v_cond`` and
+                ``v_uncond`` (the two guidance branches).
+        """
+        # 0. defaults and checks
+        start, end = _as_batch(start, "start"), _as_batch(end, "end")
+        num_frames = num_frames or self.config.unet.temporal_length
+        self._check_inputs(start, end, num_frames)
+        height, width = start.shape[-2:]
+        latent_hw = (height // 8, width // 8)
+        if noise is None:
+            noise = InterpolationNoise.draw(
+                num_frames=num_frames, latent_hw=latent_hw, num_steps=steps, generator=generator
+            )
+        # 1. text: prompt and the empty prompt
+        text = self.encode_text([prompt, ""])
+        # 2. image context: the first key frame, and a zero image for the unconditional branch
+        image = self.encode_image(torch.cat([start, torch.zeros_like(start)]))
+        # 3. key frames -> posterior samples (c_concat) and the decoder's reference features
+        enc = self.encode_keyframes(torch.cat([start, end]))
+        posterior_noise = noise.posterior
+        if posterior_noise.shape[0] != 2:
+            posterior_noise = posterior_noise[[0, -1]]
+        z_keys = (enc.mean.float() + enc.std.float() * posterior_noise.to(self.device)) * self.config.vae.scale_factor
+        concat = torch.zeros(1, z_keys.shape[1], num_frames, *latent_hw, device=self.device)
+        concat[:, :, 0], concat[:, :, -1] = z_keys[0], z_keys[1]
+        ref_context = [h.unsqueeze(0).transpose(1, 2) for h in enc.hidden_states]  # (1, C, 2, H, W)
+        # 4. the two guidance branches
+        fs = torch.tensor([frame_stride], device=self.device, dtype=torch.long)
+        cond = Conditioning(context=torch.cat([text[:1], image[:1]], dim=1), concat=concat, fs=fs)
+        uncond = Conditioning(context=torch.cat([text[1:], image[1:]], dim=1), concat=concat, fs=fs)
+        branches: dict[str, torch.Tensor] = {}
+        denoiser = GuidedDenoiser(
+            self.unet, cond, uncond,
+            guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, batched=batched_guidance,
+            on_branch_outputs=lambda c, u: branches.update(v_cond=c, v_uncond=u),
+        )  # fmt: skip
+        # 5. DDIM
+        schedule = make_ddim_schedule(self.schedule, steps, eta=eta, spacing=timestep_spacing)
+        on_step = None if callback is None else (lambda info: callback({**info, **branches}))
+        latents = sample_ddim(
+            denoiser, noise.x_T.to(self.device), schedule, noise=[n.to(self.device) for n in noise.steps],
+            callback=on_step,
+        )  # fmt: skip
+        # 6. decode (with the official splice of the middle frames)
+        video = self.decode_latents(latents, ref_context, splice=splice)
+        return InterpolationOutput(video=video, latents=latents)
+
+    def _check_inputs(self, start: torch.Tensor, end: torch.Tensor, num_frames: int) -> None:
+        if start.shape != end.shape:
+            raise UnsupportedSizeError(
+                f"key frames differ in size: {tuple(start.shape[-2:])} vs {tuple(end.shape[-2:])}"
+            )
+        height, width = start.shape[-2:]
+        factor = self.latent_factor
+        if height % factor or width % factor:
+            raise UnsupportedSizeError(f"frame size {height}x{width} is not a multiple of {factor} on both sides")
+        max_frames = self.config.unet.temporal_length
+        if not 4 <= num_frames <= max_frames:
+            raise ValueError(f"num_frames must be in 4..{max_frames}, got {num_frames}")
+
+
+def _as_batch(frame: torch.Tensor, name: str) -> torch.Tensor:
+    if frame.ndim == 3:
+        frame = frame.unsqueeze(0)
+    if frame.ndim != 4 or frame.shape[0] != 1 or frame.shape[1] != 3:
+        raise ValueError(f"{name} must be (3, H, W) or (1, 3, H, W), got {tuple(frame.shape)}")
+    return frame.float()
