@@ -105,7 +105,7 @@ class CLIPTokenizer:
         """
         symbols = [*piece[:-1], piece[-1] + END_OF_WORD]
         while len(symbols) > 1:
-            ranks = [self._merge_rank.get(pair, math.inf) for pair in zip(symbols, symbols[1:])]
+            ranks = [self._merge_rank.get(pair, math.inf) for pair in zip(symbols, symbols[1:], strict=False)]
             best = min(ranks)
             if best == math.inf:
                 break
