@@ -216,36 +216,34 @@ def build_empty(config: ToonCrafterConfig, name: str) -> nn.Module:
     return module.eval().requires_grad_(False)
 
 
-def load_module(
-    module: nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
-    keys: Mapping[str, str],
-    *,
-    name: str,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> nn.Module:
-    """Strictly load ``state_dict[keys[local]]`` into ``module`` (built on meta), tensor by tensor.
-
-    Raises ``CheckpointMismatchError`` listing missing keys, unexpected keys and shape mismatches.
-    """
+def find_mismatches(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], keys: Mapping[str, str], *, name: str
+) -> tuple[list[str], list[str], list[str]]:
+    """Compare ``keys`` (local -> official) with ``module``'s state dict: (missing, unexpected, wrong shape)."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
-    missing = sorted(set(expected) - set(keys))
-    unexpected = sorted(set(keys) - set(expected))
+    prefix = COMPONENTS[name].prefix if name in COMPONENTS else ""
+    missing = [prefix + k for k in sorted(set(expected) - set(keys))]
+    unexpected = [keys[k] for k in sorted(set(keys) - set(expected))]
     mismatched = []
     for local in sorted(set(expected) & set(keys)):
         shape = _shape_of(state_dict, keys[local])
         if shape != expected[local]:
             mismatched.append(f"{keys[local]} {list(shape)} (expected {list(expected[local])})")
-    if missing or unexpected or mismatched:
-        prefix = COMPONENTS[name].prefix if name in COMPONENTS else ""
-        raise CheckpointMismatchError(
-            f"the checkpoint does not match the {name} architecture of the config",
-            missing=[prefix + k for k in missing],
-            unexpected=[keys[k] for k in unexpected],
-            mismatched=mismatched,
-            hint="check that --config describes this checkpoint",
-        )
+    return missing, unexpected, mismatched
+
+
+def load_module(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    keys: Mapping[str, str],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """Load ``state_dict[keys[local]]`` into ``module`` (built on meta), tensor by tensor, strictly.
+
+    Each tensor goes straight to ``device`` and ``dtype`` (integer tensors keep theirs).
+    """
     tensors = {}
     for local, official in keys.items():
         tensor = state_dict[official]
@@ -303,12 +301,24 @@ def load_components(
     """
     state_dict = read_state_dict(path)
     plan = split_state_dict(state_dict, config, components)
-    loaded: dict[str, object] = {}
-    for name, keys in plan.items():
-        if name == "schedule":
-            continue
-        loaded[name] = load_module(
-            build_empty(config, name), state_dict, keys, name=name, device=device, dtype=dtype
+    modules = {name: build_empty(config, name) for name in plan if name != "schedule"}
+    missing, unexpected, mismatched = [], [], []
+    for name, module in modules.items():
+        m, u, w = find_mismatches(module, state_dict, plan[name], name=name)
+        missing += m
+        unexpected += u
+        mismatched += w
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(
+            f"the checkpoint does not match the architecture of the config ({', '.join(modules)})",
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+            hint="check that --config describes this checkpoint",
         )
+    loaded: dict[str, object] = {
+        name: load_module(module, state_dict, plan[name], device=device, dtype=dtype)
+        for name, module in modules.items()
+    }
     loaded["schedule"] = load_schedule(state_dict, plan["schedule"], config)
     return loaded
