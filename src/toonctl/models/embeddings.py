@@ -27,11 +27,13 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
         ``(N, dim)`` float32.
     """
     half = dim // 2
-    # The frequencies are built on the CPU and then moved, as the official code does, so the table is
-    # bit-identical on every device (the accelerator's exp may differ in the last ulp).
-    # Same rounding order as the official table: (j * -ln(max_period)) / half, in float32.
-    exponent = torch.arange(half, dtype=torch.float32) * -math.log(max_period) / half
-    freqs = torch.exp(exponent).to(timesteps.device)
+    # Same rounding order as the official table, (j * -ln(max_period)) / half in float32, so on the CPU
+    # the result is bit-identical. The official code builds the table on the CPU and copies it over; we
+    # build it on the timesteps' device instead: a blocking host-to-device copy on every UNet call would
+    # stall the launch queue, and an accelerator's exp differs by at most an ulp, below the rounding of
+    # ``t * freq`` itself.
+    exponent = torch.arange(half, dtype=torch.float32, device=timesteps.device) * -math.log(max_period) / half
+    freqs = torch.exp(exponent)
     args = timesteps.float()[:, None] * freqs[None]  # (N, half)
     embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, 2*half)
     if dim % 2:
