@@ -7,9 +7,9 @@ import pickle
 
 import pytest
 import torch
-from conftest import FIXTURES, TINY_A
 from safetensors.torch import save_file
 
+from conftest import FIXTURES, TINY_A
 from toonctl.convert.tooncrafter import (
     COMPONENTS,
     SCHEDULE_KEYS,

@@ -113,7 +113,9 @@ def config_from_official(data: dict[str, Any]) -> ToonCrafterConfig:
         mlp_ratio=text_arch.get("mlp_ratio", 4.0),
         layers_used=text_arch["layers"] - 1,
     )
-    vision_arch = _open_clip_arch(params["img_cond_stage_config"].get("params", {}).get("arch", "ViT-H-14"), clip_tables)
+    vision_arch = _open_clip_arch(
+        params["img_cond_stage_config"].get("params", {}).get("arch", "ViT-H-14"), clip_tables
+    )
     v = vision_arch["vision_cfg"]
     vision = VisionEncoderConfig(
         image_size=v.get("image_size", 224),
@@ -143,9 +145,7 @@ def config_from_official(data: dict[str, Any]) -> ToonCrafterConfig:
         )
     if image_proj.embedding_dim != vision.width:
         raise ValueError(f"Resampler embedding_dim {image_proj.embedding_dim} != vision width {vision.width}")
-    return ToonCrafterConfig(
-        unet=unet, vae=vae, text=text, vision=vision, image_proj=image_proj, diffusion=diffusion
-    )
+    return ToonCrafterConfig(unet=unet, vae=vae, text=text, vision=vision, image_proj=image_proj, diffusion=diffusion)
 
 
 def _open_clip_arch(name: str, tables: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,11 @@ class CheckpointMismatchError(CheckpointError):
         self.unexpected = list(unexpected)
         self.mismatched = list(mismatched)
         lines = [message]
-        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("wrong shape", self.mismatched)):
+        for label, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("wrong shape", self.mismatched),
+        ):
             if keys:
                 shown = ", ".join(keys[:10]) + (f", ... ({len(keys) - 10} more)" if len(keys) > 10 else "")
                 lines.append(f"  {len(keys)} {label}: {shown}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import COMPONENT_TOL, E2E_TOL, TINY_A, assert_rel_close, golden_meta, load_golden
 from PIL import Image
 
+from conftest import COMPONENT_TOL, E2E_TOL, TINY_A, assert_rel_close, golden_meta, load_golden
 from toonctl.pipelines.interpolate import InterpolationNoise, InterpolationPipeline
 from toonctl.samplers.guidance import classifier_free_guidance
 
@@ -111,7 +111,9 @@ def test_seed_reproducibility_and_noise_replay(pipe):
     a, b, c = run(1), run(1), run(2)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
-    noise = InterpolationNoise.draw(num_frames=16, latent_hw=(4, 8), num_steps=2, generator=torch.Generator().manual_seed(1))
+    noise = InterpolationNoise.draw(
+        num_frames=16, latent_hw=(4, 8), num_steps=2, generator=torch.Generator().manual_seed(1)
+    )
     assert torch.equal(pipe(start, end, "a fox", steps=2, noise=noise).video, a)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SCHEDULE_TOL, assert_rel_close, load_golden
 
+from conftest import SCHEDULE_TOL, assert_rel_close, load_golden
 from toonctl.models.configs import DiffusionConfig
 from toonctl.samplers.ddim import make_ddim_schedule
 from toonctl.samplers.schedules import ddim_timesteps, make_schedule_buffers
@@ -58,7 +58,9 @@ def test_fifty_step_reference_numbers():
     sched = make_ddim_schedule(make_schedule_buffers(DiffusionConfig()), 50, eta=1.0)
     # spec §9, in loop order (index 49 first)
     sigmas = sched.sigmas.flip(0).numpy()
-    np.testing.assert_allclose(sigmas[[0, 1, 25, 48, 49]], [0.028507, 0.100531, 0.322457, 0.878125, 0.999957], atol=2e-6)
+    np.testing.assert_allclose(
+        sigmas[[0, 1, 25, 48, 49]], [0.028507, 0.100531, 0.322457, 0.878125, 0.999957], atol=2e-6
+    )
     rescale = sched.x0_rescale.flip(0).numpy()
     assert rescale[0] == 1.0 and np.all(rescale[20:] == 1.0)
     np.testing.assert_allclose(rescale[[1, 19]], [1.015492, 1.021482], atol=2e-6)
