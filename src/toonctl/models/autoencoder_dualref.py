@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from toonctl.models import fold_frames, unfold_frames
 from toonctl.models.attention import attention, merge_heads, split_heads
 from toonctl.models.configs import AutoencoderConfig
+from toonctl.models.layers import FP32GroupNorm, Upsample
 
 NORM_GROUPS = 32
 SPATIAL_NORM_EPS = 1e-6  # ae_modules.Normalize: every 2-D VAE norm and the fusion-attention norm
@@ -42,28 +43,12 @@ TEMPORAL_NORM_EPS = 1e-5  # lvdm.basics.normalization (GroupNormSpecific): the t
 # ----------------------------------------------------------------------------------------------------------
 
 
-class FP32GroupNorm(nn.GroupNorm):
-    """GroupNorm(32) computed in fp32 and cast back to the input dtype (see the module docstring).
-
-    Works on 4-D ``(N, C, H, W)`` and 5-D ``(B, C, T, H, W)`` inputs; on 5-D inputs the statistics span all
-    frames of a clip, as the official temporal norms do.
-    """
-
-    def __init__(self, num_channels: int, eps: float) -> None:
-        super().__init__(NORM_GROUPS, num_channels, eps=eps, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
-
-
 def spatial_norm(channels: int) -> FP32GroupNorm:
-    return FP32GroupNorm(channels, eps=SPATIAL_NORM_EPS)
+    return FP32GroupNorm(NORM_GROUPS, channels, eps=SPATIAL_NORM_EPS)
 
 
 def temporal_norm(channels: int) -> FP32GroupNorm:
-    return FP32GroupNorm(channels, eps=TEMPORAL_NORM_EPS)
+    return FP32GroupNorm(NORM_GROUPS, channels, eps=TEMPORAL_NORM_EPS)
 
 
 class ResnetBlock(nn.Module):
@@ -176,18 +161,6 @@ class Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W) -> (N, C, H/2, W/2)``."""
         return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    """Nearest-neighbour x2 then a 3x3 conv (``openaimodel3d.Upsample``, ``dims=2``)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W) -> (N, C, 2H, 2W)``."""
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Combiner(nn.Module):

@@ -21,18 +21,7 @@ from torch import nn
 
 from toonctl.models import fold_frames, unfold_frames
 from toonctl.models.attention import attention, merge_heads, split_heads
-
-
-class FP32GroupNorm(nn.GroupNorm):
-    """GroupNorm computed in float32 and cast back to the input dtype (``lvdm.basics.GroupNormSpecific``).
-
-    Used by the UNet ResBlocks and ``out``; eps is PyTorch's default 1e-5.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
+from toonctl.models.layers import FP32GroupNorm
 
 
 class TemporalConvBlock(nn.Module):
@@ -126,18 +115,6 @@ class Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2))``."""
         return self.op(x)
-
-
-class Upsample(nn.Module):
-    """Nearest-neighbour x2, then Conv2d 3x3 padding 1."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W) -> (N, C, 2H, 2W)``."""
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Attention(nn.Module):

@@ -18,14 +18,8 @@ from torch import nn
 from toonctl.models import fold_frames, unfold_frames
 from toonctl.models.configs import UNetConfig
 from toonctl.models.embeddings import EmbeddingMLP, timestep_embedding
-from toonctl.models.unet_blocks import (
-    Downsample,
-    FP32GroupNorm,
-    ResBlock,
-    SpatialTransformer,
-    TemporalTransformer,
-    Upsample,
-)
+from toonctl.models.layers import FP32GroupNorm, Upsample
+from toonctl.models.unet_blocks import Downsample, ResBlock, SpatialTransformer, TemporalTransformer
 
 INIT_ATTN_HEADS = 8  # init_attn always has 8 heads of num_head_channels (hard-coded officially)
 
