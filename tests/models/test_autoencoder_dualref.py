@@ -69,6 +69,7 @@ def test_encode_matches_golden(vae, encode_golden):
     encoder_out, _ = vae.encoder(g["x"])
     assert_rel_close(encoder_out, g["encoder_out"], COMPONENT_TOL, "encoder_out")
     assert_rel_close(vae.quant_conv(encoder_out), g["moments"], COMPONENT_TOL, "moments")
+    assert_rel_close(vae.encode(g["x"]).moments, g["moments"], COMPONENT_TOL, "EncoderOutput.moments")
 
     out = vae.encode(g["x"])
     assert_rel_close(out.mean, g["posterior_mean"], COMPONENT_TOL, "posterior_mean")

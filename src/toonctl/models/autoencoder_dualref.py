@@ -443,22 +443,22 @@ class EncoderOutput:
     """The posterior of ``encode`` plus the decoder's reference features.
 
     Attributes:
+        moments: ``(N, 2*embed_dim, H/8, W/8)`` the ``quant_conv`` output (mean, then raw logvar).
         mean, logvar, std: ``(N, embed_dim, H/8, W/8)``; ``logvar`` is clamped to ``[-30, 20]`` and
             ``std = exp(logvar / 2)``.
         hidden_states: ``L + 1`` maps, see ``Encoder.forward``.
     """
 
+    moments: torch.Tensor
     mean: torch.Tensor
     logvar: torch.Tensor
     std: torch.Tensor
     hidden_states: list[torch.Tensor]
 
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        """A posterior sample ``mean + std * noise``; the caller draws ``noise``, ``(N, embed_dim, H/8, W/8)``."""
-        return self.mean + self.std * noise.to(self.mean.device)
-
-    def mode(self) -> torch.Tensor:
-        return self.mean
+        """A posterior sample ``mean + std * noise`` in float32 (as the official sample under autocast);
+        the caller draws ``noise``, ``(N, embed_dim, H/8, W/8)``."""
+        return self.mean.float() + self.std.float() * noise.to(self.mean.device, torch.float32)
 
 
 class AutoencoderKLDualRef(nn.Module):
@@ -495,7 +495,9 @@ class AutoencoderKLDualRef(nn.Module):
         # 3. diagonal Gaussian posterior
         mean, logvar = moments.chunk(2, dim=1)
         logvar = logvar.clamp(-30.0, 20.0)
-        return EncoderOutput(mean=mean, logvar=logvar, std=torch.exp(0.5 * logvar), hidden_states=hidden_states)
+        return EncoderOutput(
+            moments=moments, mean=mean, logvar=logvar, std=torch.exp(0.5 * logvar), hidden_states=hidden_states
+        )
 
     def decode(self, z: torch.Tensor, ref_context: Sequence[torch.Tensor]) -> torch.Tensor:
         """Decode one clip; all T frames go through together.

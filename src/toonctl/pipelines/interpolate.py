@@ -245,7 +245,7 @@ class InterpolationPipeline:
         posterior_noise = noise.posterior
         if posterior_noise.shape[0] != 2:
             posterior_noise = posterior_noise[[0, -1]]
-        z_keys = (enc.mean.float() + enc.std.float() * posterior_noise.to(self.device)) * self.config.vae.scale_factor
+        z_keys = enc.sample(posterior_noise).float() * self.config.vae.scale_factor
         concat = torch.zeros(1, z_keys.shape[1], num_frames, *latent_hw, device=self.device)
         concat[:, :, 0], concat[:, :, -1] = z_keys[0], z_keys[1]
         ref_context = [h.unsqueeze(0).transpose(1, 2) for h in enc.hidden_states]  # (1, C, 2, H, W)

@@ -1,0 +1,43 @@
+"""The CLI shell: help and version work, fast, without importing torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from toonctl import __version__
+
+_NO_TORCH = """
+import sys
+from toonctl.cli.app import main
+sys.argv = ["toonctl", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code or 0
+else:
+    code = 0
+assert "torch" not in sys.modules, "toonctl imported torch for --help/--version"
+sys.exit(code)
+"""
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _NO_TORCH, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_version_without_torch():
+    result = _run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"toonctl {__version__}"
+
+
+def test_help_without_torch():
+    result = _run("--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout and "interpolation" in result.stdout
+
+
+def test_python_dash_m():
+    result = subprocess.run([sys.executable, "-m", "toonctl", "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and __version__ in result.stdout
