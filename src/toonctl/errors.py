@@ -55,3 +55,13 @@ class InputImageError(ToonctlError):
 
 class UnsupportedSizeError(ToonctlError, ValueError):
     """A frame size the model cannot process (sides must be multiples of the latent grid)."""
+
+
+class WeightsNotFoundError(ToonctlError):
+    """The model weights are not where they were looked for."""
+
+    hint = "run `toonctl weights fetch` (downloads model.ckpt into weights/), or pass --weights PATH"
+
+
+class OutputError(ToonctlError):
+    """The output cannot be written (unsupported suffix, unwritable folder, ...)."""
