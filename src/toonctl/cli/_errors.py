@@ -70,7 +70,7 @@ def handle_errors(command: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except typer.Exit:
+        except (typer.Exit, typer.BadParameter):  # Typer reports usage errors itself (exit 2)
             raise
         except KeyboardInterrupt:
             print("Interrupted.", file=sys.stderr)

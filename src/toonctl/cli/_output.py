@@ -15,6 +15,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
+def examples_epilog(examples: list[tuple[str, str]]) -> str:
+    """The "Examples" section that ends every command's --help."""
+    lines = ["Examples:"]
+    for title, command in examples:
+        lines += [f"  {title}:", f"    $ {command}"]
+    return "\n\n".join(lines)
+
+
 class Output:
     def __init__(self, *, json_mode: bool = False, quiet: bool = False) -> None:
         self.json_mode = json_mode

@@ -7,6 +7,10 @@ from typing import Annotated
 import typer
 
 from toonctl import __version__
+from toonctl.cli import batch as batch_cmd
+from toonctl.cli import interpolate as interpolate_cmd
+from toonctl.cli._output import examples_epilog
+from toonctl.cli.weights import weights_app
 
 app = typer.Typer(
     name="toonctl",
@@ -31,6 +35,11 @@ def _root(
     ] = False,
 ) -> None:
     """Generative cartoon interpolation (ToonCrafter): in-betweens from key drawings."""
+
+
+app.command(epilog=examples_epilog(interpolate_cmd.EXAMPLES))(interpolate_cmd.interpolate)
+app.command(epilog=examples_epilog(batch_cmd.EXAMPLES))(batch_cmd.batch)
+app.add_typer(weights_app, name="weights")
 
 
 def main() -> None:

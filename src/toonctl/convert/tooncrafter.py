@@ -255,7 +255,7 @@ def load_module(
 
 
 def _shape_of(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
-    if isinstance(state_dict, _SafetensorsDict):
+    if hasattr(state_dict, "shape"):  # read-on-demand mappings give shapes without loading the tensor
         return state_dict.shape(key)
     return tuple(state_dict[key].shape)
 

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from toonctl.errors import InputImageError, UnsupportedSizeError
+from toonctl.presets import FIT_MODES
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 MIN_SIDE = 64  # one latent cell is 8 px; below 64 px a drawing has almost nothing left for the model
 MAX_PIXELS = 64_000_000  # far above any sensible key drawing, and below PIL's decompression-bomb warning
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-FIT_MODES = ("crop", "pad", "resize")
 NATIVE_SIZE = (320, 512)  # (H, W) the model was trained at
 SIZE_MULTIPLE = 64
 WHITE = (255, 255, 255)

@@ -107,24 +107,23 @@ class InterpolationPipeline:
         config: str | Path | ToonCrafterConfig | None = None,
         *,
         device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
     ) -> InterpolationPipeline:
-        """Load every component from an official-layout checkpoint.
+        """Load every component from an official-layout checkpoint or a converted folder.
 
         Args:
-            checkpoint: ``model.ckpt`` or ``.safetensors`` with the official keys.
-            config: an official-format yaml, our ``config.json``, a ``ToonCrafterConfig``, or None
-                for the released ToonCrafter-512 architecture.
-            device, dtype: where the weights go and their floating dtype.
+            checkpoint: ``model.ckpt`` or ``.safetensors`` with the official keys, or a folder written by
+                ``toonctl weights convert``.
+            config: an official-format yaml, our ``config.json``, a ``ToonCrafterConfig``, or None: the
+                converted folder's own config, else a ``config.yaml``/``config.json`` beside the file,
+                else the released ToonCrafter-512 architecture.
+            device, dtype: where the weights go and their floating dtype (None: float32 for a checkpoint
+                file, the stored dtype for a converted folder).
         """
-        from toonctl.config import load_config
-        from toonctl.convert.tooncrafter import load_components
+        from toonctl.weights import config_for, load_weights
 
-        if config is None:
-            config = ToonCrafterConfig()
-        elif not isinstance(config, ToonCrafterConfig):
-            config = load_config(config)
-        parts = load_components(checkpoint, config, device=device, dtype=dtype)
+        config = config_for(Path(checkpoint), config)
+        parts = load_weights(checkpoint, config, device=device, dtype=dtype)
         return cls(config=config, **parts)  # type: ignore[arg-type]
 
     # -- components ---------------------------------------------------------------------------
@@ -135,8 +134,8 @@ class InterpolationPipeline:
 
     @property
     def latent_factor(self) -> int:
-        """Pixel sides must be multiples of this: 8 (VAE) x 2 per UNet downsampling."""
-        return 8 * 2 ** (len(self.config.unet.channel_mult) - 1)
+        """Pixel sides must be multiples of this (64 for the 512 model)."""
+        return latent_factor(self.config)
 
     @torch.no_grad()
     def encode_text(self, prompts: str | Sequence[str]) -> torch.Tensor:
@@ -282,6 +281,17 @@ class InterpolationPipeline:
         max_frames = self.config.unet.temporal_length
         if not 4 <= num_frames <= max_frames:
             raise ValueError(f"num_frames must be in 4..{max_frames}, got {num_frames}")
+
+
+def latent_factor(config: ToonCrafterConfig) -> int:
+    """Pixel sides must be multiples of this: 8 (VAE) x 2 per UNet downsampling."""
+    return 8 * 2 ** (len(config.unet.channel_mult) - 1)
+
+
+def native_size(config: ToonCrafterConfig) -> tuple[int, int]:
+    """The (H, W) the model was trained at: 320x512 for ToonCrafter-512."""
+    h, w = config.diffusion.image_size
+    return 8 * h, 8 * w
 
 
 def _as_batch(frame: torch.Tensor, name: str) -> torch.Tensor:

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Render every shot folder with a plain shell loop: one `toonctl interpolate` per shot.
+#
+#   examples/batch.sh SHOTS OUT [extra toonctl options...]
+#
+# Each subfolder of SHOTS holds key frames (*.png, in name order) and optionally prompt.txt.
+# Finished shots are skipped (--skip-existing), so the loop can simply be run again after a crash;
+# outputs are written atomically, so an existing file is a complete one. A failing shot is reported
+# and the loop goes on; the script exits 1 if any shot failed.
+# (`toonctl batch SHOTS -o OUT` does the same in one process, loading the model once.)
+set -u
+shots=${1:?usage: batch.sh SHOTS OUT [toonctl options...]}
+out=${2:?usage: batch.sh SHOTS OUT [toonctl options...]}
+shift 2
+toonctl=${TOONCTL:-toonctl}
+mkdir -p "$out"
+failed=0
+for shot in "$shots"/*/; do
+    name=$(basename "$shot")
+    prompt=""
+    [ -f "$shot/prompt.txt" ] && prompt=$(cat "$shot/prompt.txt")
+    if ! $toonctl interpolate "$shot"*.png -o "$out/$name.mp4" --prompt "$prompt" --skip-existing -q "$@"; then
+        echo "shot $name failed" >&2
+        failed=1
+    fi
+done
+exit $failed

@@ -1,0 +1,93 @@
+"""Shot batches: every subfolder of SHOTS is a shot, rendered to OUT/<shot>.<format>, resumably.
+
+A shot folder holds its key frames (image files, in natural name order), optionally ``prompt.txt``
+and optionally ``shot.yaml`` with setting overrides (any ``InterpolateSettings`` field, e.g.
+``frame_stride: 5``, ``inbetweens: 7``, ``size: 320x512``, ``loop: true``).
+
+Resuming needs no manifest: outputs are written under a temporary name and renamed when complete,
+so an output that exists is a finished shot. A re-run skips finished shots, removes temporaries a
+crash left behind, and redoes the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from toonctl.presets import InterpolateSettings, parse_size
+
+SETTINGS_FILE = "shot.yaml"
+PROMPT_FILE = "prompt.txt"
+PARTIAL_MARKER = ".partial-"
+
+
+@dataclass
+class Shot:
+    name: str
+    directory: Path
+    output: Path
+    keyframes: list[Path]
+    settings: InterpolateSettings | None  # None when the shot's own files are invalid (see ``error``)
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.output.exists()
+
+
+def discover_shots(shots_dir: Path, out_dir: Path, base: InterpolateSettings, suffix: str) -> list[Shot]:
+    """The shots under ``shots_dir`` in natural name order; a shot with bad files carries ``error``."""
+    from toonctl.io.frames import list_frame_files, natural_key
+
+    if not shots_dir.is_dir():
+        raise NotADirectoryError(f"shots folder not found: {shots_dir}")
+    folders = sorted((p for p in shots_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+    shots = []
+    for folder in folders:
+        output = out_dir / f"{folder.name}{suffix}" if suffix != "/" else out_dir / folder.name
+        keyframes = list_frame_files(folder)
+        try:
+            settings = shot_settings(folder, base)
+            error = None if len(keyframes) >= 2 else f"needs at least two key frames, found {len(keyframes)}"
+        except ValueError as exc:
+            settings, error = None, str(exc)
+        shots.append(Shot(folder.name, folder, output, keyframes, settings, error))
+    return shots
+
+
+def shot_settings(folder: Path, base: InterpolateSettings) -> InterpolateSettings:
+    """``base`` with the shot's ``prompt.txt`` and ``shot.yaml`` applied."""
+    import yaml
+
+    overrides: dict = {}
+    prompt_file = folder / PROMPT_FILE
+    if prompt_file.is_file():
+        overrides["prompt"] = " ".join(prompt_file.read_text(encoding="utf-8").split())
+    settings_file = folder / SETTINGS_FILE
+    if settings_file.is_file():
+        try:
+            data = yaml.safe_load(settings_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{settings_file} is not valid yaml: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{settings_file} must be a mapping of setting: value")
+        if isinstance(data.get("size"), str):
+            data["size"] = parse_size(data["size"])
+        overrides.update(data)
+    try:
+        return base.updated(overrides)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{folder.name}: {exc}") from None
+
+
+def remove_stale_partials(out_dir: Path) -> list[Path]:
+    """Delete temporaries that an interrupted run left in ``out_dir``; returns what was removed."""
+    import shutil
+
+    removed = []
+    if out_dir.is_dir():
+        for path in out_dir.iterdir():
+            if path.name.startswith(".") and PARTIAL_MARKER in path.name:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                removed.append(path)
+    return removed

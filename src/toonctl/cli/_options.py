@@ -1,0 +1,123 @@
+"""Options shared by the commands: one definition each, the same flag names everywhere.
+
+Defaults come from ``toonctl.presets.InterpolateSettings``; ranges are checked by Typer (exit 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toonctl.presets import FIT_MODES, InterpolateSettings
+
+D = InterpolateSettings()
+MODEL = "Model"
+GENERATION = "Generation"
+OUTPUT = "Output"
+
+PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="Text prompt.", rich_help_panel=GENERATION)]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, help="Random seed (same seed, same result).", rich_help_panel=GENERATION)
+]
+StepsOpt = Annotated[int, typer.Option("--steps", min=1, max=1000, help="DDIM steps.", rich_help_panel=GENERATION)]
+GuidanceScaleOpt = Annotated[
+    float,
+    typer.Option(
+        "--guidance-scale", min=0.0, max=50.0, help="Classifier-free guidance scale.", rich_help_panel=GENERATION
+    ),
+]
+GuidanceRescaleOpt = Annotated[
+    float,
+    typer.Option(
+        "--guidance-rescale", min=0.0, max=1.0, help="Guidance rescale (0 = off).", rich_help_panel=GENERATION
+    ),
+]
+EtaOpt = Annotated[
+    float,
+    typer.Option(
+        "--eta",
+        min=0.0,
+        max=1.0,
+        help="DDIM eta: 1 stochastic (official), 0 deterministic.",
+        rich_help_panel=GENERATION,
+    ),
+]
+FrameStrideOpt = Annotated[
+    int,
+    typer.Option(
+        "--frame-stride", min=1, max=100,
+        help="Motion condition (the model's fs): smaller means larger motion; 5-30 recommended.",
+        rich_help_panel=GENERATION,
+    ),
+]  # fmt: skip
+InbetweensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--inbetweens", "-n", min=0, max=14,
+        help="In-between frames per segment (the model makes 14; e.g. 7 for animation on twos). Default: all.",
+        rich_help_panel=OUTPUT,
+    ),
+]  # fmt: skip
+FpsOpt = Annotated[float, typer.Option("--fps", min=0.1, max=240.0, help="Output frame rate.", rich_help_panel=OUTPUT)]
+SizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--size", metavar="HxW",
+        help="Output size, multiples of 64 (native 320x512). Default: from the key frames' aspect.",
+        rich_help_panel=OUTPUT,
+    ),
+]  # fmt: skip
+FitOpt = Annotated[
+    str,
+    typer.Option(
+        "--fit", help=f"Fitting key frames of another aspect: {', '.join(FIT_MODES)} (centre-crop, pad, squash).",
+        rich_help_panel=OUTPUT,
+    ),
+]  # fmt: skip
+LoopOpt = Annotated[
+    bool,
+    typer.Option("--loop", help="Add a segment from the last key frame back to the first.", rich_help_panel=OUTPUT),
+]
+ExactKeysOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exact-keys/--model-keys",
+        help="Key frame positions show your (fitted) drawings exactly, or the model's decode of them.",
+        rich_help_panel=OUTPUT,
+    ),
+]  # fmt: skip
+QualityOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--quality", min=0, max=51, help="mp4/webm CRF (lower = better; default 17).", rich_help_panel=OUTPUT
+    ),
+]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights", help="Checkpoint file or converted folder. Default: found in weights/.", rich_help_panel=MODEL
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="Model config (official yaml or config.json).", rich_help_panel=MODEL)
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...", rich_help_panel=MODEL)]
+DtypeOpt = Annotated[
+    str, typer.Option("--dtype", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.", rich_help_panel=MODEL)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout (no progress).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")]
+
+
+def settings_from_options(**values) -> InterpolateSettings:
+    """Build settings from option values, reporting a bad combination as a usage error (exit 2)."""
+    from toonctl.presets import parse_size
+
+    size = values.pop("size", None)
+    try:
+        parsed = parse_size(size) if size else None
+        return InterpolateSettings(size=parsed, **values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None

@@ -1,0 +1,129 @@
+"""``toonctl batch SHOTS -o OUT``: render every shot folder, resumably; a failing shot does not stop the batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toonctl.cli import _options as opt
+from toonctl.cli._errors import EXIT_INTERRUPTED, EXIT_PARTIAL, describe, handle_errors
+from toonctl.cli._model import find_model, load_pipeline, render_progress
+from toonctl.cli._output import Output
+
+EXAMPLES = [
+    ("Render every shot folder of shots/ to out/<shot>.mp4", "toonctl batch shots/ -o out/"),
+    ("Re-run after a crash: finished shots are skipped", "toonctl batch shots/ -o out/"),
+    ("GIFs, on twos, JSON lines for a pipeline", "toonctl batch shots/ -o out/ --format gif -n 7 --json"),
+]
+FORMATS = ("mp4", "webm", "gif", "webp", "apng", "png")
+
+
+@handle_errors
+def batch(
+    shots_dir: Annotated[
+        Path, typer.Argument(metavar="SHOTS", help="Folder of shot folders (key frames, prompt.txt, shot.yaml).")
+    ],
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created if missing).")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)} (png: a folder of frames).")
+    ] = "mp4",
+    force: Annotated[bool, typer.Option("--force", help="Redo shots whose output already exists.")] = False,
+    prompt: opt.PromptOpt = opt.D.prompt,
+    seed: opt.SeedOpt = opt.D.seed,
+    steps: opt.StepsOpt = opt.D.steps,
+    guidance_scale: opt.GuidanceScaleOpt = opt.D.guidance_scale,
+    guidance_rescale: opt.GuidanceRescaleOpt = opt.D.guidance_rescale,
+    eta: opt.EtaOpt = opt.D.eta,
+    frame_stride: opt.FrameStrideOpt = opt.D.frame_stride,
+    inbetweens: opt.InbetweensOpt = opt.D.inbetweens,
+    fps: opt.FpsOpt = opt.D.fps,
+    size: opt.SizeOpt = None,
+    fit: opt.FitOpt = opt.D.fit,
+    loop: opt.LoopOpt = opt.D.loop,
+    exact_keys: opt.ExactKeysOpt = opt.D.exact_keys,
+    quality: opt.QualityOpt = opt.D.quality,
+    weights: opt.WeightsOpt = None,
+    config: opt.ConfigOpt = None,
+    device: opt.DeviceOpt = "auto",
+    dtype: opt.DtypeOpt = "auto",
+    json_out: opt.JsonOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """Render every shot folder of SHOTS into OUT, skipping shots already finished.
+
+    Options give the defaults; a shot's prompt.txt and shot.yaml override them. Exit code 3 when any
+    shot failed (the others are still rendered).
+    """
+    from toonctl.batch import discover_shots, remove_stale_partials
+    from toonctl.errors import OutputError
+    from toonctl.render import prepare_shot, render_shot
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", param_hint="--format")
+    out = Output(json_mode=json_out, quiet=quiet)
+    base = opt.settings_from_options(
+        prompt=prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+        eta=eta, frame_stride=frame_stride, inbetweens=inbetweens, fps=fps, size=size, fit=fit, loop=loop,
+        exact_keys=exact_keys, quality=quality,
+    )  # fmt: skip
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    for stale in remove_stale_partials(out_dir):
+        out.info(f"removed unfinished output {stale.name} from an earlier run")
+    shots = discover_shots(shots_dir, out_dir, base, "/" if fmt == "png" else f".{fmt}")
+    if not shots:
+        raise OutputError(f"no shot folders in {shots_dir}", hint="each subfolder of SHOTS is one shot")
+
+    model = find_model(weights, config)
+    rows: list[dict] = []
+    pipe = None
+    for shot in shots:
+        row = {"shot": shot.name, "output": str(shot.output)}
+        if shot.error:
+            rows.append({**row, "status": "failed", "error": shot.error})
+        elif shot.done and not force:
+            rows.append({**row, "status": "skipped"})
+        else:
+            try:
+                prepared = prepare_shot(shot.keyframes, shot.output, shot.settings, model[1])
+                if pipe is None:
+                    pipe = load_pipeline(out, model, device, dtype)
+                with render_progress(out, shot.name, shot.settings.steps) as hooks:
+                    result = render_shot(pipe, prepared, shot.settings, hooks)
+                rows.append({**row, "status": "done", "frames": result.frames, "seconds": round(result.seconds, 3)})
+            except KeyboardInterrupt:
+                rows.append({**row, "status": "interrupted"})
+                _summary(out, rows)
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+            except Exception as exc:  # one shot's failure is reported; the batch goes on
+                rows.append({**row, "status": "failed", "error": describe(exc)[0]})
+        out.record(**rows[-1])
+        if rows[-1]["status"] == "failed":
+            out.warn(f"shot {shot.name} failed: {rows[-1]['error']}")
+    _summary(out, rows)
+    if any(r["status"] == "failed" for r in rows):
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _summary(out: Output, rows: list[dict]) -> None:
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed", "interrupted")}
+    if not out.quiet:
+        from rich.table import Table
+
+        table = Table(title="toonctl batch")
+        for column in ("shot", "status", "frames", "seconds", "output / error"):
+            table.add_column(column)
+        style = {"done": "green", "skipped": "dim", "failed": "red", "interrupted": "yellow"}
+        for r in rows:
+            detail = r.get("error") or r["output"]
+            table.add_row(
+                r["shot"], f"[{style[r['status']]}]{r['status']}[/]", str(r.get("frames", "")),
+                str(r.get("seconds", "")), detail,
+            )  # fmt: skip
+        out.err.print(table)
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    out.result(f"batch: {summary}", summary=True, **counts)

@@ -1,0 +1,94 @@
+"""``toonctl interpolate KEY1 KEY2 [KEY3 ...] -o OUT``: in-betweens for a chain of key frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toonctl.cli import _options as opt
+from toonctl.cli._errors import handle_errors
+from toonctl.cli._model import find_model, load_pipeline, render_progress
+from toonctl.cli._output import Output
+
+EXAMPLES = [
+    ("Two key frames to an mp4", "toonctl interpolate a.png b.png -o out.mp4"),
+    (
+        "A chain of keys, 7 in-betweens each (on twos), 12 fps GIF",
+        "toonctl interpolate k1.png k2.png k3.png -n 7 --fps 12 -o walk.gif",
+    ),
+    ("A looping cycle as numbered PNGs", "toonctl interpolate a.png b.png --loop -o frames/"),
+    (
+        "In a shell loop",
+        'for d in shots/*/; do toonctl interpolate "$d"*.png -o "out/$(basename "$d").mp4" --skip-existing -q; done',
+    ),
+]
+
+
+@handle_errors
+def interpolate(
+    keyframes: Annotated[
+        list[Path], typer.Argument(help="Key frames in order (two or more images).", show_default=False)
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output: .mp4 .webm .gif .webp .apng, or a folder for numbered PNGs.",
+            show_default=False,
+        ),
+    ],
+    prompt: opt.PromptOpt = opt.D.prompt,
+    seed: opt.SeedOpt = opt.D.seed,
+    steps: opt.StepsOpt = opt.D.steps,
+    guidance_scale: opt.GuidanceScaleOpt = opt.D.guidance_scale,
+    guidance_rescale: opt.GuidanceRescaleOpt = opt.D.guidance_rescale,
+    eta: opt.EtaOpt = opt.D.eta,
+    frame_stride: opt.FrameStrideOpt = opt.D.frame_stride,
+    inbetweens: opt.InbetweensOpt = opt.D.inbetweens,
+    fps: opt.FpsOpt = opt.D.fps,
+    size: opt.SizeOpt = None,
+    fit: opt.FitOpt = opt.D.fit,
+    loop: opt.LoopOpt = opt.D.loop,
+    exact_keys: opt.ExactKeysOpt = opt.D.exact_keys,
+    quality: opt.QualityOpt = opt.D.quality,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Do nothing if OUTPUT already exists.")
+    ] = False,
+    weights: opt.WeightsOpt = None,
+    config: opt.ConfigOpt = None,
+    device: opt.DeviceOpt = "auto",
+    dtype: opt.DtypeOpt = "auto",
+    json_out: opt.JsonOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """Generate the in-between frames of a chain of key frames.
+
+    N key frames give N-1 segments of 16 model frames each, joined without repeating the shared keys.
+    """
+    from toonctl.render import prepare_shot, render_shot
+
+    out = Output(json_mode=json_out, quiet=quiet)
+    settings = opt.settings_from_options(
+        prompt=prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+        eta=eta, frame_stride=frame_stride, inbetweens=inbetweens, fps=fps, size=size, fit=fit, loop=loop,
+        exact_keys=exact_keys, quality=quality,
+    )  # fmt: skip
+    if skip_existing and output.exists():
+        out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
+        return
+    model = find_model(weights, config)
+    shot = prepare_shot(keyframes, output, settings, model[1])
+    for note in shot.notes:
+        out.warn(note)
+    pipe = load_pipeline(out, model, device, dtype)
+    with render_progress(out, output.name, settings.steps) as hooks:
+        result = render_shot(pipe, shot, settings, hooks)
+    h, w = result.size
+    out.result(
+        f"wrote {result.output} ({result.frames} frames, {h}×{w}, {result.fps:g} fps, {result.seconds:.1f} s)",
+        output=str(result.output), frames=result.frames, height=h, width=w, fps=result.fps,
+        segments=result.segments, seconds=round(result.seconds, 3), seed=settings.seed, skipped=False,
+    )  # fmt: skip
