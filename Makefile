@@ -4,12 +4,19 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-slow lint format bench
+.PHONY: install demo test test-slow lint format bench
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install -c constraints/cpu.txt -e '.[dev]'
+
+# The main job on the examples: download the weights once (10.5 GB), then interpolate a bouncing ball.
+demo: install
+	$(VENV)/bin/toonctl weights fetch
+	mkdir -p out
+	$(VENV)/bin/toonctl interpolate examples/bouncing-ball/0.png examples/bouncing-ball/1.png \
+		examples/bouncing-ball/2.png -p "$$(cat examples/bouncing-ball/prompt.txt)" -o out/bouncing-ball.mp4
 
 test:
 	$(PY) -m pytest -q
