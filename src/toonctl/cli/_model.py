@@ -35,7 +35,7 @@ def load_pipeline(out: Output, model: tuple, device: str, dtype: str):
 
 @contextlib.contextmanager
 def render_progress(out: Output, label: str, steps: int) -> Iterator[object]:
-    """``RenderHooks`` that move a Rich progress display (segments, denoising steps)."""
+    """``RenderHooks`` that move a Rich progress display (segments, denoising steps, decode)."""
     from toonctl.render import RenderHooks
 
     with out.progress() as progress:
@@ -47,11 +47,11 @@ def render_progress(out: Output, label: str, steps: int) -> Iterator[object]:
 
         def on_segment(index: int, count: int) -> None:
             progress.update(segments, total=count, completed=index)
-            progress.reset(denoise, total=steps)
+            progress.reset(denoise, total=steps, description="  denoising")
 
         def on_step(index: int, count: int) -> None:
             progress.update(denoise, completed=index)
-            if index == count:
-                progress.advance(segments)
+            if index == count:  # the VAE decode follows the last step
+                progress.update(denoise, description="  decoding")
 
         yield RenderHooks(segment=on_segment, step=on_step)

@@ -18,7 +18,7 @@ from torch import nn
 from toonctl.errors import UnsupportedSizeError
 from toonctl.models.configs import ToonCrafterConfig
 from toonctl.samplers.ddim import make_ddim_schedule, sample_ddim
-from toonctl.samplers.guidance import Conditioning, GuidedDenoiser
+from toonctl.samplers.guidance import Conditioning, ControlStage, GuidedDenoiser
 
 
 @dataclass
@@ -206,6 +206,7 @@ class InterpolationPipeline:
         noise: InterpolationNoise | None = None,
         batched_guidance: bool = True,
         splice: bool = True,
+        control: ControlStage | None = None,
         callback: Callable[[dict], None] | None = None,
     ) -> InterpolationOutput:
         """Generate the frames from ``start`` to ``end``.
@@ -222,6 +223,7 @@ class InterpolationPipeline:
             noise: replay these draws instead (see ``InterpolationNoise``).
             batched_guidance: cond + uncond in one UNet call; False = two calls as officially.
             splice: the official second decode of the two middle frames.
+            control: an optional stage steering the UNet in both guidance branches (e.g. sketches).
             callback: called after every step with the sampler's step dict plus ``v_cond`` and
                 ``v_uncond`` (the two guidance branches).
         """
@@ -256,7 +258,7 @@ class InterpolationPipeline:
         denoiser = GuidedDenoiser(
             self.unet, cond, uncond,
             guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, batched=batched_guidance,
-            on_branch_outputs=lambda c, u: branches.update(v_cond=c, v_uncond=u),
+            on_branch_outputs=lambda c, u: branches.update(v_cond=c, v_uncond=u), control=control,
         )  # fmt: skip
         # 5. DDIM
         schedule = make_ddim_schedule(self.schedule, steps, eta=eta, spacing=timestep_spacing)

@@ -6,8 +6,9 @@ does not change between steps (contexts, ``c_concat``, fs), so nothing is rebuil
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -26,6 +27,17 @@ class Conditioning:
     context: torch.Tensor
     concat: torch.Tensor
     fs: torch.Tensor
+
+
+class ControlStage(Protocol):
+    """A pluggable stage that steers the UNet (e.g. the sketch encoder).
+
+    Called once per UNet call with the noisy latent ``(B, 4, T, h, w)``, the timesteps ``(B,)`` and the
+    branch's context ``(B, L, C)``; returns the UNet's ``control_residuals`` (one ``(B*T, C_i, h_i, w_i)``
+    tensor per skip connection plus one for the middle block), or None for no control.
+    """
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> Sequence[torch.Tensor] | None: ...
 
 
 def classifier_free_guidance(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -55,6 +67,7 @@ class GuidedDenoiser:
         batched: run both branches in one UNet call (faster) instead of two (the official way,
             lower peak memory). The two agree within float noise.
         on_branch_outputs: optional ``(v_cond, v_uncond)`` hook, for tests and diagnostics.
+        control: optional ``ControlStage``; it runs in both guidance branches.
     """
 
     def __init__(
@@ -67,8 +80,10 @@ class GuidedDenoiser:
         guidance_rescale: float = 0.7,
         batched: bool = True,
         on_branch_outputs: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+        control: ControlStage | None = None,
     ) -> None:
         self.unet = unet
+        self.control = control
         self.cond = cond
         self.uncond = uncond if guidance_scale != 1.0 else None
         self.guidance_scale = guidance_scale
@@ -86,7 +101,8 @@ class GuidedDenoiser:
 
     def _run(self, x: torch.Tensor, t: torch.Tensor, c: Conditioning) -> torch.Tensor:
         x_in = torch.cat([x, c.concat.to(x.dtype)], dim=1).to(self._dtype)  # (B, 8, T, h, w)
-        return self.unet(x_in, t, c.context.to(self._dtype), c.fs).float()
+        residuals = None if self.control is None else self.control(x, t, c.context)
+        return self.unet(x_in, t, c.context.to(self._dtype), c.fs, control_residuals=residuals).float()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.uncond is None:
