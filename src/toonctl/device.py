@@ -17,6 +17,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def release_memory(device: torch.device) -> None:
+    """Return cached blocks to the driver after a component left ``device``."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def resolve_dtype(name: str | torch.dtype, device: torch.device | None = None) -> torch.dtype:
     """``fp32``/``bf16``/``fp16`` (or ``auto``: bf16 on CUDA, fp32 on the CPU, where bf16 convolutions
     are two orders of magnitude slower)."""

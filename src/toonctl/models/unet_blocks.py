@@ -303,14 +303,14 @@ class TemporalTransformer(nn.Module):
         inner_dim = heads * dim_head
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
         if conv_proj:
-            self.proj_in: nn.Module = nn.Conv1d(channels, inner_dim, 1)
+            self.proj_in: nn.Module = TokenConv1d(channels, inner_dim)
         else:
             self.proj_in = nn.Linear(channels, inner_dim)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(inner_dim, heads, dim_head) for _ in range(depth)
         )
         if conv_proj:
-            self.proj_out: nn.Module = nn.Conv1d(inner_dim, channels, 1)
+            self.proj_out: nn.Module = TokenConv1d(inner_dim, channels)
         else:
             self.proj_out = nn.Linear(inner_dim, channels)
 
@@ -318,15 +318,19 @@ class TemporalTransformer(nn.Module):
         """``(B, C, T, H, W) -> (B, C, T, H, W)``."""
         b, c, t, h, w = x.shape
         tokens = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)  # (B*H*W, T, C)
-        tokens = _project(self.proj_in, tokens)
+        tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens)
-        tokens = _project(self.proj_out, tokens)  # (B*H*W, T, C)
+        tokens = self.proj_out(tokens)  # (B*H*W, T, C)
         return tokens.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2) + x
 
 
-def _project(layer: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Apply a Linear, or a kernel-1 Conv1d as the same linear map, to ``(N, L, C_in)`` tokens."""
-    if isinstance(layer, nn.Conv1d):
-        return F.linear(tokens, layer.weight.squeeze(-1), layer.bias)
-    return layer(tokens)
+class TokenConv1d(nn.Conv1d):
+    """A kernel-1 ``Conv1d`` (the checkpoint's shape for ``init_attn``'s projections) applied to tokens
+    ``(N, L, C_in) -> (N, L, C_out)`` as the linear map it is."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.linear(tokens, self.weight.squeeze(-1), self.bias)

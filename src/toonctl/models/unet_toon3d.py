@@ -11,6 +11,7 @@ that prefix removed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -53,6 +54,21 @@ class UNetBlock(nn.Sequential):
             else:
                 h = layer(h)
         return h
+
+
+@dataclass
+class UNetConditioning:
+    """The per-call constant part of the UNet's input, computed once per sampling run.
+
+    Attributes:
+        frame_context: ``(B*T, L', context_dim)`` the per-frame cross-attention context.
+        fs_embedding: ``(B, 4*model_channels)`` the frame-stride embedding, or None without fs conditioning.
+        num_frames: T.
+    """
+
+    frame_context: torch.Tensor
+    fs_embedding: torch.Tensor | None
+    num_frames: int
 
 
 class ToonUNet3D(nn.Module):
@@ -159,7 +175,7 @@ class ToonUNet3D(nn.Module):
         self,
         x: torch.Tensor,
         timesteps: torch.Tensor,
-        context: torch.Tensor,
+        context: torch.Tensor | UNetConditioning,
         fs: torch.Tensor | None = None,
         control_residuals: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
@@ -171,7 +187,9 @@ class ToonUNet3D(nn.Module):
             timesteps: ``(B,)`` integer DDPM timesteps (a 0-d tensor is broadcast).
             context: ``(B, L, context_dim)``: ``text_context_len`` text tokens, then image tokens. When
                 ``L == text_context_len + image_tokens_per_frame * T`` frame ``i`` sees the text and image
-                tokens ``[16 i, 16 i + 16)``; for any other L every frame sees the whole context.
+                tokens ``[16 i, 16 i + 16)``; for any other L every frame sees the whole context. Or the
+                ``prepare_conditioning`` result, which also carries the fs embedding (``fs`` is then unused):
+                a sampler computes it once instead of at every step.
             fs: ``(B,)`` integer frame stride; None uses ``config.default_fs``.
             control_residuals: None, or ``num_control_residuals`` tensors ``(B*T, C_i, h_i, w_i)`` (the
                 sketch encoder's): the last is added after the middle block, the others to the skip
@@ -181,20 +199,22 @@ class ToonUNet3D(nn.Module):
             ``(B, out_channels, T, h, w)`` in the dtype of ``x``.
         """
         b, _, t, _, _ = x.shape
-        self._check_inputs(x, context, control_residuals)
+        if not isinstance(context, UNetConditioning):
+            self._check_inputs(x, context)
+            context = self.prepare_conditioning(context, fs, t)
+        elif context.num_frames != t or context.frame_context.shape[0] != b * t:
+            raise ValueError(f"prepared conditioning is for {context.num_frames} frames, x has {t} (batch {b})")
+        self._check_controls(control_residuals)
         dtype = self.dtype
 
         # 1. time + fps embedding: sinusoids in fp32 (t ~ 1e3 needs the precision), cast to the weights'
         # dtype; one row per sample, the ResBlocks broadcast it over the frames.
         emb = self.time_embed(timestep_embedding(_per_sample(timesteps, b), self.config.model_channels).to(dtype))
-        if self.fps_embedding is not None:
-            if fs is None:
-                fs = torch.full((b,), self.config.default_fs, dtype=torch.long, device=x.device)
-            fs_emb = timestep_embedding(_per_sample(fs, b), self.config.model_channels).to(dtype)
-            emb = emb + self.fps_embedding(fs_emb)  # (B, 4*model_channels)
+        if context.fs_embedding is not None:
+            emb = emb + context.fs_embedding  # (B, 4*model_channels)
 
-        # 2. per-frame context: (B, L, C) -> (B*T, L', C)
-        context = self._frame_context(context.to(dtype), t)
+        # 2. per-frame context (B*T, L', C), prepared once per run
+        context = context.frame_context
 
         # 3. input blocks (init_attn right after conv_in), every output kept as a skip
         h = fold_frames(x).to(dtype)  # (B*T, in_channels, h, w)
@@ -222,6 +242,27 @@ class ToonUNet3D(nn.Module):
         y = self.out(h)  # (B*T, out_channels, h, w)
         return unfold_frames(y, t).contiguous().to(x.dtype)
 
+    def prepare_conditioning(
+        self, context: torch.Tensor, fs: torch.Tensor | None, num_frames: int
+    ) -> UNetConditioning:
+        """The per-frame context and the fs embedding for ``forward`` (constant during sampling).
+
+        Args:
+            context: ``(B, L, context_dim)``, see ``forward``.
+            fs: ``(B,)`` integer frame stride, or None for ``config.default_fs``.
+            num_frames: T.
+        """
+        b = context.shape[0]
+        dtype = self.dtype
+        fs_embedding = None
+        if self.fps_embedding is not None:
+            if fs is None:
+                fs = torch.full((b,), self.config.default_fs, dtype=torch.long, device=context.device)
+            fs_sin = timestep_embedding(_per_sample(fs, b), self.config.model_channels).to(dtype)
+            fs_embedding = self.fps_embedding(fs_sin)  # (B, 4*model_channels)
+        frame_context = self._frame_context(context.to(dtype), num_frames)  # (B*T, L', C)
+        return UNetConditioning(frame_context=frame_context, fs_embedding=fs_embedding, num_frames=num_frames)
+
     def _frame_context(self, context: torch.Tensor, num_frames: int) -> torch.Tensor:
         """``(B, L, C) -> (B*T, L', C)``, batch-major (see ``forward``)."""
         cfg = self.config
@@ -233,9 +274,7 @@ class ToonUNet3D(nn.Module):
         image = context[:, n_text:].reshape(b * num_frames, cfg.image_tokens_per_frame, c)  # (B*T, 16, C)
         return torch.cat([text, image], dim=1)  # (B*T, n_text + 16, C)
 
-    def _check_inputs(
-        self, x: torch.Tensor, context: torch.Tensor, control_residuals: Sequence[torch.Tensor] | None
-    ) -> None:
+    def _check_inputs(self, x: torch.Tensor, context: torch.Tensor) -> None:
         cfg = self.config
         if x.ndim != 5 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"x must be (B, {cfg.in_channels}, T, h, w), got {tuple(x.shape)}")
@@ -244,6 +283,8 @@ class ToonUNet3D(nn.Module):
             raise ValueError(f"latent size {tuple(x.shape[3:])} must be divisible by {factor}")
         if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[2] != cfg.context_dim:
             raise ValueError(f"context must be (B={x.shape[0]}, L, {cfg.context_dim}), got {tuple(context.shape)}")
+
+    def _check_controls(self, control_residuals: Sequence[torch.Tensor] | None) -> None:
         if control_residuals is not None and len(control_residuals) != self.num_control_residuals:
             raise ValueError(f"expected {self.num_control_residuals} control residuals, got {len(control_residuals)}")
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from toonctl.device import release_memory
 from toonctl.errors import UnsupportedSizeError
 from toonctl.models.configs import ToonCrafterConfig
+from toonctl.pipelines.placement import ComponentPlacement
 from toonctl.samplers.ddim import make_ddim_schedule, sample_ddim
 from toonctl.samplers.guidance import Conditioning, ControlStage, GuidedDenoiser
 
@@ -61,6 +63,21 @@ class InterpolationNoise:
 
 
 @dataclass
+class SegmentConditions:
+    """What one segment needs from the encoders (so encoders can be released before sampling).
+
+    Attributes:
+        text: ``(2, 77, C)`` the prompt and the empty prompt.
+        image: ``(2, N_img, C)`` the first key frame and a zero image, after the Resampler.
+        keyframes: the VAE encoder output of the two key frames (posterior and hidden states).
+    """
+
+    text: torch.Tensor
+    image: torch.Tensor
+    keyframes: object
+
+
+@dataclass
 class InterpolationOutput:
     """``video``: ``(1, 3, T, H, W)`` float32, about [-1, 1] (not clamped); ``latents``:
     ``(1, 4, T, h, w)`` the sampled latent in model space."""
@@ -99,6 +116,7 @@ class InterpolationPipeline:
         self.schedule = schedule
         self.config = config
         self.tokenizer = tokenizer or CLIPTokenizer()
+        self.placement = ComponentPlacement(next(unet.parameters()).device)
 
     @classmethod
     def from_checkpoint(
@@ -108,6 +126,8 @@ class InterpolationPipeline:
         *,
         device: torch.device | str = "cpu",
         dtype: torch.dtype | None = None,
+        offload: str = "none",
+        device_map: dict[str, str] | None = None,
     ) -> InterpolationPipeline:
         """Load every component from an official-layout checkpoint or a converted folder.
 
@@ -117,20 +137,43 @@ class InterpolationPipeline:
             config: an official-format yaml, our ``config.json``, a ``ToonCrafterConfig``, or None: the
                 converted folder's own config, else a ``config.yaml``/``config.json`` beside the file,
                 else the released ToonCrafter-512 architecture.
-            device, dtype: where the weights go and their floating dtype (None: float32 for a checkpoint
-                file, the stored dtype for a converted folder).
+            device, dtype: where the model runs and the weights' floating dtype (None: float32 for a
+                checkpoint file, the stored dtype for a converted folder).
+            offload, device_map: see ``set_placement``.
         """
         from toonctl.weights import config_for, load_weights
 
         config = config_for(Path(checkpoint), config)
-        parts = load_weights(checkpoint, config, device=device, dtype=dtype)
-        return cls(config=config, **parts)  # type: ignore[arg-type]
+        direct = offload == "none" and not device_map
+        parts = load_weights(checkpoint, config, device=device if direct else "cpu", dtype=dtype)
+        pipe = cls(config=config, **parts)  # type: ignore[arg-type]
+        if not direct:
+            pipe.set_placement(device, offload=offload, device_map=device_map)
+        return pipe
+
+    def set_placement(
+        self, device: torch.device | str, *, offload: str = "none", device_map: dict[str, str] | None = None
+    ) -> None:
+        """Choose where components run: ``offload`` ``none``/``model``/``sequential`` and an optional
+        per-component ``device_map`` (see ``toonctl.pipelines.placement``)."""
+        self.placement = ComponentPlacement(device, offload=offload, device_map=device_map)
+        self.placement.apply(self._components())
+
+    def _components(self) -> dict[str, nn.Module]:
+        names = ("unet", "vae", "text_encoder", "image_encoder", "image_proj")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def release_encoders(self) -> None:
+        """Drop the text and image encoders (e.g. once every segment's conditions are computed)."""
+        self.text_encoder = self.image_encoder = self.image_proj = None
+        release_memory(self.device)
 
     # -- components ---------------------------------------------------------------------------
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        """The execution device: where the sampler and, unless placed elsewhere, the components run."""
+        return self.placement.execution_device
 
     @property
     def latent_factor(self) -> int:
@@ -141,7 +184,9 @@ class InterpolationPipeline:
     def encode_text(self, prompts: str | Sequence[str]) -> torch.Tensor:
         """Prompts -> ``(B, 77, C)``: OpenCLIP penultimate-layer tokens after ``ln_final``."""
         tokens = self.tokenizer([prompts] if isinstance(prompts, str) else list(prompts))
-        return self.text_encoder(tokens.to(self.device)).float()
+        encoder = _require(self.text_encoder, "text encoder")
+        with self.placement.use("text_encoder", encoder) as device:
+            return encoder(tokens.to(device)).float().to(self.device)
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -152,16 +197,19 @@ class InterpolationPipeline:
         """
         from toonctl.models.clip_encoders import preprocess_clip_image
 
-        dtype = next(self.image_encoder.parameters()).dtype
-        pixels = preprocess_clip_image(images.to(self.device, torch.float32)).to(dtype)
-        tokens = self.image_encoder(pixels)
-        return self.image_proj(tokens.to(next(self.image_proj.parameters()).dtype)).float()
+        encoder = _require(self.image_encoder, "image encoder")
+        proj = _require(self.image_proj, "image projector")
+        with self.placement.use("image_encoder", encoder) as device:
+            pixels = preprocess_clip_image(images.to(device, torch.float32))
+            tokens = encoder(pixels.to(_dtype(encoder)))
+        with self.placement.use("image_proj", proj) as device:
+            return proj(tokens.to(device, _dtype(proj))).float().to(self.device)
 
     @torch.no_grad()
     def encode_keyframes(self, frames: torch.Tensor):
         """``(N, 3, H, W)`` in [-1, 1] -> the VAE encoder output (posterior + hidden states)."""
-        dtype = next(self.vae.parameters()).dtype
-        return self.vae.encode(frames.to(self.device, dtype))
+        with self.placement.use("vae", self.vae) as device:
+            return self.vae.encode(frames.to(device, _dtype(self.vae)))
 
     @torch.no_grad()
     def decode_latents(
@@ -207,6 +255,7 @@ class InterpolationPipeline:
         batched_guidance: bool = True,
         splice: bool = True,
         control: ControlStage | None = None,
+        conditions: SegmentConditions | None = None,
         callback: Callable[[dict], None] | None = None,
     ) -> InterpolationOutput:
         """Generate the frames from ``start`` to ``end``.
@@ -224,6 +273,7 @@ class InterpolationPipeline:
             batched_guidance: cond + uncond in one UNet call; False = two calls as officially.
             splice: the official second decode of the two middle frames.
             control: an optional stage steering the UNet in both guidance branches (e.g. sketches).
+            conditions: this segment's encoder outputs from ``prepare_conditions`` (computed if None).
             callback: called after every step with the sampler's step dict plus ``v_cond`` and
                 ``v_uncond`` (the two guidance branches).
         """
@@ -237,20 +287,18 @@ class InterpolationPipeline:
             noise = InterpolationNoise.draw(
                 num_frames=num_frames, latent_hw=latent_hw, num_steps=steps, generator=generator
             )
-        # 1. text: prompt and the empty prompt
-        text = self.encode_text([prompt, ""])
-        # 2. image context: the first key frame, and a zero image for the unconditional branch
-        image = self.encode_image(torch.cat([start, torch.zeros_like(start)]))
-        # 3. key frames -> posterior samples (c_concat) and the decoder's reference features
-        enc = self.encode_keyframes(torch.cat([start, end]))
+        # 1-3. text (prompt and ""), image context (first key, zero image), key-frame encodings
+        conditions = conditions or self.prepare_conditions(start, end, prompt)
+        text, image, enc = conditions.text, conditions.image, conditions.keyframes
+        # 4. key frames -> posterior samples (c_concat) and the decoder's reference features
         posterior_noise = noise.posterior
         if posterior_noise.shape[0] != 2:
             posterior_noise = posterior_noise[[0, -1]]
-        z_keys = enc.sample(posterior_noise).float() * self.config.vae.scale_factor
+        z_keys = enc.sample(posterior_noise).to(self.device) * self.config.vae.scale_factor
         concat = torch.zeros(1, z_keys.shape[1], num_frames, *latent_hw, device=self.device)
         concat[:, :, 0], concat[:, :, -1] = z_keys[0], z_keys[1]
         ref_context = [h.unsqueeze(0).transpose(1, 2) for h in enc.hidden_states]  # (1, C, 2, H, W)
-        # 4. the two guidance branches
+        # 5. the two guidance branches
         fs = torch.tensor([frame_stride], device=self.device, dtype=torch.long)
         cond = Conditioning(context=torch.cat([text[:1], image[:1]], dim=1), concat=concat, fs=fs)
         uncond = Conditioning(context=torch.cat([text[1:], image[1:]], dim=1), concat=concat, fs=fs)
@@ -260,16 +308,26 @@ class InterpolationPipeline:
             guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, batched=batched_guidance,
             on_branch_outputs=lambda c, u: branches.update(v_cond=c, v_uncond=u), control=control,
         )  # fmt: skip
-        # 5. DDIM
+        # 6. DDIM
         schedule = make_ddim_schedule(self.schedule, steps, eta=eta, spacing=timestep_spacing)
         on_step = None if callback is None else (lambda info: callback({**info, **branches}))
-        latents = sample_ddim(
-            denoiser, noise.x_T.to(self.device), schedule, noise=[n.to(self.device) for n in noise.steps],
-            callback=on_step,
-        )  # fmt: skip
-        # 6. decode (with the official splice of the middle frames)
-        video = self.decode_latents(latents, ref_context, splice=splice)
+        with self.placement.use("unet", self.unet):
+            latents = sample_ddim(
+                denoiser, noise.x_T.to(self.device), schedule, noise=[n.to(self.device) for n in noise.steps],
+                callback=on_step,
+            )  # fmt: skip
+        # 7. decode (with the official splice of the middle frames)
+        with self.placement.use("vae", self.vae) as vae_device:
+            video = self.decode_latents(latents.to(vae_device), ref_context, splice=splice)
         return InterpolationOutput(video=video, latents=latents)
+
+    @torch.no_grad()
+    def prepare_conditions(self, start: torch.Tensor, end: torch.Tensor, prompt: str = "") -> SegmentConditions:
+        """Run the encoders for one segment: text, image context and the two key frames' VAE encodings."""
+        start, end = _as_batch(start, "start"), _as_batch(end, "end")
+        text = self.encode_text([prompt, ""])
+        image = self.encode_image(torch.cat([start, torch.zeros_like(start)]))
+        return SegmentConditions(text=text, image=image, keyframes=self.encode_keyframes(torch.cat([start, end])))
 
     def _check_inputs(self, start: torch.Tensor, end: torch.Tensor, num_frames: int) -> None:
         if start.shape != end.shape:
@@ -294,6 +352,16 @@ def native_size(config: ToonCrafterConfig) -> tuple[int, int]:
     """The (H, W) the model was trained at: 320x512 for ToonCrafter-512."""
     h, w = config.diffusion.image_size
     return 8 * h, 8 * w
+
+
+def _require(module: nn.Module | None, name: str) -> nn.Module:
+    if module is None:
+        raise RuntimeError(f"the {name} was released (release_encoders); pass precomputed conditions")
+    return module
+
+
+def _dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
 
 
 def _as_batch(frame: torch.Tensor, name: str) -> torch.Tensor:

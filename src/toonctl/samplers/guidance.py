@@ -84,7 +84,6 @@ class GuidedDenoiser:
     ) -> None:
         self.unet = unet
         self.control = control
-        self.cond = cond
         self.uncond = uncond if guidance_scale != 1.0 else None
         self.guidance_scale = guidance_scale
         self.guidance_rescale = guidance_rescale
@@ -93,25 +92,30 @@ class GuidedDenoiser:
         self._dtype = next(unet.parameters()).dtype
         if self.uncond is not None and batched:
             # Concatenated once: nothing per step but the latent changes.
-            self._both = Conditioning(
+            cond = Conditioning(
                 context=torch.cat([cond.context, self.uncond.context]),
                 concat=torch.cat([cond.concat, self.uncond.concat]),
                 fs=torch.cat([cond.fs, self.uncond.fs]),
             )
+        self._branches = [cond] if self.uncond is None or batched else [cond, self.uncond]
+        self._prepared: dict[int, object] = {}
 
-    def _run(self, x: torch.Tensor, t: torch.Tensor, c: Conditioning) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, t: torch.Tensor, branch: int) -> torch.Tensor:
+        c = self._branches[branch]
+        if branch not in self._prepared:  # per-frame context and fs embedding: once per run, not per step
+            self._prepared[branch] = self.unet.prepare_conditioning(c.context, c.fs, x.shape[2])
         x_in = torch.cat([x, c.concat.to(x.dtype)], dim=1).to(self._dtype)  # (B, 8, T, h, w)
         residuals = None if self.control is None else self.control(x, t, c.context)
-        return self.unet(x_in, t, c.context.to(self._dtype), c.fs, control_residuals=residuals).float()
+        return self.unet(x_in, t, self._prepared[branch], control_residuals=residuals).float()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.uncond is None:
-            return self._run(x, t, self.cond)
+            return self._run(x, t, 0)
         if self.batched:
-            v_cond, v_uncond = self._run(torch.cat([x, x]), torch.cat([t, t]), self._both).chunk(2)
+            v_cond, v_uncond = self._run(torch.cat([x, x]), torch.cat([t, t]), 0).chunk(2)
         else:
-            v_cond = self._run(x, t, self.cond)
-            v_uncond = self._run(x, t, self.uncond)
+            v_cond = self._run(x, t, 0)
+            v_uncond = self._run(x, t, 1)
         if self.on_branch_outputs is not None:
             self.on_branch_outputs(v_cond, v_uncond)
         v = classifier_free_guidance(v_cond, v_uncond, self.guidance_scale)
