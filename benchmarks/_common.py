@@ -1,0 +1,126 @@
+"""Helpers shared by the benchmark scripts: random full-size weights, peak memory, machine facts."""
+
+from __future__ import annotations
+
+import math
+import platform
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import torch
+
+from toonctl.convert.tooncrafter import COMPONENTS, build_empty
+from toonctl.models.configs import ToonCrafterConfig
+from toonctl.samplers.schedules import make_schedule_buffers
+
+# One 50-step 320x512x16 sample of the official model (golden README, torch's flop counter).
+FLOOR_TFLOP_PER_SAMPLE = 1343.0
+
+
+def init_random_(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Fill a module in place: matrices ~ N(0, 1/fan_in), norm weights 1, other vectors 0.
+
+    Activations stay O(1) through the deep networks, so timings are not distorted by denormals or NaNs.
+    """
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.ndim >= 2:
+                fan_in = math.prod(param.shape[1:])
+                param.normal_(0.0, fan_in**-0.5, generator=generator)
+            elif name.endswith("weight") or name.endswith("mix_factor"):
+                param.fill_(1.0)
+            else:
+                param.zero_()
+
+
+def random_components(
+    config: ToonCrafterConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> dict[str, object]:
+    """Every component with random weights (built on meta, materialised once: no second copy)."""
+    generator = torch.Generator().manual_seed(seed)
+    parts: dict[str, object] = {}
+    for name in COMPONENTS:
+        module = build_empty(config, name).to_empty(device="cpu")
+        init_random_(module, generator)
+        parts[name] = module.to(device=device, dtype=dtype)
+    parts["schedule"] = make_schedule_buffers(config.diffusion)
+    return parts
+
+
+def official_state_dict(parts: dict[str, object]) -> dict[str, torch.Tensor]:
+    """The components' tensors under the official checkpoint names (what ``model.ckpt`` holds)."""
+    state = {}
+    for name, comp in COMPONENTS.items():
+        state.update({comp.prefix + k: v for k, v in parts[name].state_dict().items()})
+    state.update(parts["schedule"])
+    return state
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA peak allocation on a GPU, else the process's peak RSS (sampled)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_bytes = 0
+
+    @contextmanager
+    def measure(self) -> Iterator[PeakMemory]:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            yield self
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
+            return
+        process = psutil.Process()
+        peak = [process.memory_info().rss]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.02):
+                peak[0] = max(peak[0], process.memory_info().rss)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
+            self.peak_bytes = max(peak[0], process.memory_info().rss)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def machine_info(device: torch.device, dtype: torch.dtype) -> dict[str, str]:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+        model = Path("/proc/cpuinfo")
+        if model.exists():
+            for line in model.read_text().splitlines():
+                if line.startswith("model name"):
+                    name = f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+                    break
+    return {"device": name, "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__}
+
+
+class Timer:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    @contextmanager
+    def __call__(self) -> Iterator[list[float]]:
+        synchronize(self.device)
+        result = [0.0]
+        start = time.perf_counter()
+        yield result
+        synchronize(self.device)
+        result[0] = time.perf_counter() - start
