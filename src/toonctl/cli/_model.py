@@ -16,9 +16,11 @@ def find_model(weights: Path | None, config: Path | None):
     return resolve_weights(weights, config)
 
 
-def load_pipeline(out: Output, model: tuple, device: str, dtype: str):
-    """Load the interpolation pipeline of ``model`` (from ``find_model``) on ``device`` in ``dtype``."""
+def load_pipeline(out: Output, model: tuple, device: str, dtype: str, decoder: str = "dualref"):
+    """Load the interpolation pipeline of ``model`` (from ``find_model``) on ``device`` in ``dtype``, decoding
+    with the stage named ``decoder`` (``toonctl.pipelines.decoders``)."""
     from toonctl.device import resolve_device, resolve_dtype
+    from toonctl.pipelines.decoders import parse_decoder
     from toonctl.pipelines.interpolate import InterpolationPipeline
 
     path, model_config = model
@@ -30,7 +32,9 @@ def load_pipeline(out: Output, model: tuple, device: str, dtype: str):
 
         raise typer.BadParameter(str(exc)) from None
     out.info(f"Loading {path} on {torch_device} ({str(torch_dtype).removeprefix('torch.')})")
-    return InterpolationPipeline.from_checkpoint(path, model_config, device=torch_device, dtype=torch_dtype)
+    pipe = InterpolationPipeline.from_checkpoint(path, model_config, device=torch_device, dtype=torch_dtype)
+    pipe.decoder = parse_decoder(decoder)
+    return pipe
 
 
 @contextlib.contextmanager

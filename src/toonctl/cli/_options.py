@@ -121,3 +121,24 @@ def settings_from_options(**values) -> InterpolateSettings:
         return InterpolateSettings(size=parsed, **values)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def _check_decoder(value: str) -> str:
+    """Refuse an unknown ``--decoder`` as a usage error (exit 2). Imports torch: only runs with the command."""
+    from toonctl.pipelines.decoders import parse_decoder
+
+    try:
+        parse_decoder(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+DecoderOpt = Annotated[
+    str,
+    typer.Option(
+        "--decoder", callback=_check_decoder, rich_help_panel=MODEL,
+        help="VAE decoder: dualref (official), chunked or chunked:CHUNK[:OVERLAP] (less memory, approximate), "
+        "dualref-nosplice, norefs, spatial, perframe. Compare them on your clips with `toonctl decode-bench`.",
+    ),
+]  # fmt: skip

@@ -48,6 +48,7 @@ def batch(
     config: opt.ConfigOpt = None,
     device: opt.DeviceOpt = "auto",
     dtype: opt.DtypeOpt = "auto",
+    decoder: opt.DecoderOpt = "dualref",
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -91,7 +92,7 @@ def batch(
             try:
                 prepared = prepare_shot(shot.keyframes, shot.output, shot.settings, model[1])
                 if pipe is None:
-                    pipe = load_pipeline(out, model, device, dtype)
+                    pipe = load_pipeline(out, model, device, dtype, decoder)
                 with render_progress(out, shot.name, shot.settings.steps) as hooks:
                     result = render_shot(pipe, prepared, shot.settings, hooks)
                 rows.append({**row, "status": "done", "frames": result.frames, "seconds": round(result.seconds, 3)})

@@ -61,6 +61,7 @@ def interpolate(
     config: opt.ConfigOpt = None,
     device: opt.DeviceOpt = "auto",
     dtype: opt.DtypeOpt = "auto",
+    decoder: opt.DecoderOpt = "dualref",
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -83,7 +84,7 @@ def interpolate(
     shot = prepare_shot(keyframes, output, settings, model[1])
     for note in shot.notes:
         out.warn(note)
-    pipe = load_pipeline(out, model, device, dtype)
+    pipe = load_pipeline(out, model, device, dtype, decoder)
     with render_progress(out, output.name, settings.steps) as hooks:
         result = render_shot(pipe, shot, settings, hooks)
     h, w = result.size

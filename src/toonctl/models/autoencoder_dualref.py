@@ -37,6 +37,8 @@ NORM_GROUPS = 32
 SPATIAL_NORM_EPS = 1e-6  # ae_modules.Normalize: every 2-D VAE norm and the fusion-attention norm
 TEMPORAL_NORM_EPS = 1e-5  # lvdm.basics.normalization (GroupNormSpecific): the time_stack norms
 
+RefFrames = tuple[int | None, int | None]  # the frames that receive reference 0 and reference 1
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Building blocks
@@ -114,9 +116,11 @@ class VideoResBlock(ResnetBlock):
         self.time_stack = TemporalResBlock(out_channels)
         self.mix_factor = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """``(B*T, C_in, H, W) -> (B*T, C_out, H, W)``."""
+    def forward(self, x: torch.Tensor, num_frames: int, *, temporal: bool = True) -> torch.Tensor:
+        """``(B*T, C_in, H, W) -> (B*T, C_out, H, W)``; ``temporal=False`` returns the spatial path alone."""
         # 1. spatial residual block, frame by frame
+        if not temporal:
+            return super().forward(x)
         x_s = unfold_frames(super().forward(x), num_frames)  # (B, C_out, T, H, W)
         # 2. temporal branch over the whole clip
         x_t = self.time_stack(x_s)
@@ -167,7 +171,8 @@ class Combiner(nn.Module):
     """Adds 1x1-conv projections of the two reference maps to the clip's first and last frame only.
 
     Reference 0 goes to frame 0 and reference 1 to frame T-1 (both to the same frame when T = 1); the
-    frames in between pass through unchanged.
+    frames in between pass through unchanged. ``ref_frames`` moves or drops the two targets, for a chunk cut
+    out of a longer clip.
     """
 
     def __init__(self, channels: int) -> None:
@@ -177,21 +182,27 @@ class Combiner(nn.Module):
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
-    def forward(self, x: torch.Tensor, ref: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, ref: torch.Tensor, num_frames: int, *, ref_frames: RefFrames = (0, -1)
+    ) -> torch.Tensor:
         """Add the projected references to frames 0 and T-1.
 
         Args:
             x: ``(B*T, C, H, W)`` decoder features.
             ref: ``(B, C, 2, H, W)`` encoder features of the first and last key frame.
             num_frames: T.
+            ref_frames: the frames receiving reference 0 and reference 1; None skips that reference.
 
         Returns:
             ``(B*T, C, H, W)``.
         """
+        if ref_frames == (None, None):
+            return x
         ref = unfold_frames(self.conv(fold_frames(ref)), 2)  # (B, C, 2, H, W)
         out = unfold_frames(x, num_frames).clone()  # (B, C, T, H, W)
-        out[:, :, 0] += ref[:, :, 0]
-        out[:, :, -1] += ref[:, :, 1]
+        for index, frame in enumerate(ref_frames):
+            if frame is not None:
+                out[:, :, frame] += ref[:, :, index]
         return fold_frames(out)
 
 
@@ -216,13 +227,16 @@ class FusionCrossAttention(nn.Module):
         nn.init.zeros_(self.to_out[0].weight)
         nn.init.zeros_(self.to_out[0].bias)
 
-    def forward(self, x: torch.Tensor, ref: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, ref: torch.Tensor, num_frames: int, *, ref_frames: RefFrames = (0, -1)
+    ) -> torch.Tensor:
         """Cross-attend every frame to both references and add the result.
 
         Args:
             x: ``(B*T, C, H, W)`` decoder features.
             ref: ``(B, C, 2, H, W)`` encoder features of the first and last key frame.
             num_frames: T.
+            ref_frames: unused (every frame attends to both references); the ``Combiner`` signature.
 
         Returns:
             ``(B*T, C, H, W)``.
@@ -252,9 +266,10 @@ class TimeMixConv(nn.Conv2d):
         padding = tuple(k // 2 for k in kernel_size)
         self.time_mix_conv = nn.Conv3d(out_channels, out_channels, kernel_size, padding=padding)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:  # type: ignore[override]
-        """``(B*T, C_in, H, W) -> (B, C_out, T, H, W)``."""
-        return self.time_mix_conv(unfold_frames(super().forward(x), num_frames))
+    def forward(self, x: torch.Tensor, num_frames: int, *, temporal: bool = True) -> torch.Tensor:  # type: ignore[override]
+        """``(B*T, C_in, H, W) -> (B, C_out, T, H, W)``; ``temporal=False`` skips the ``time_mix_conv``."""
+        h = unfold_frames(super().forward(x), num_frames)  # (B, C_out, T, H, W)
+        return self.time_mix_conv(h) if temporal else h
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -348,11 +363,11 @@ class VideoMidBlock(nn.Module):
         self.attn_1 = SpatialSelfAttention(channels)
         self.block_2 = VideoResBlock(channels, channels)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, *, temporal: bool = True) -> torch.Tensor:
         """``(B*T, C, h, w) -> (B*T, C, h, w)``."""
-        h = self.block_1(x, num_frames)
+        h = self.block_1(x, num_frames, temporal=temporal)
         h = self.attn_1(h)
-        return self.block_2(h, num_frames)
+        return self.block_2(h, num_frames, temporal=temporal)
 
 
 class UpLevel(nn.Module):
@@ -367,10 +382,10 @@ class UpLevel(nn.Module):
         self.block = nn.ModuleList(VideoResBlock(widths[i], widths[i + 1]) for i in range(num_blocks))
         self.upsample = Upsample(out_channels) if upsample else None
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, *, temporal: bool = True) -> torch.Tensor:
         """``(B*T, C_in, H, W) -> (B*T, C_out, H, W)``."""
         for block in self.block:
-            x = block(x, num_frames)
+            x = block(x, num_frames, temporal=temporal)
         return x
 
 
@@ -404,33 +419,49 @@ class VideoDecoder(nn.Module):
         self.norm_out = spatial_norm(widths[0])
         self.conv_out = TimeMixConv(widths[0], config.out_ch)
 
-    def forward(self, z: torch.Tensor, ref_context: Sequence[torch.Tensor], num_frames: int) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        ref_context: Sequence[torch.Tensor] | None,
+        num_frames: int,
+        *,
+        temporal: bool = True,
+        ref_frames: RefFrames = (0, -1),
+    ) -> torch.Tensor:
         """Decode a clip of latent frames with the key frames' reference features.
 
         Args:
             z: ``(B*T, z_channels, h, w)`` latent frames in VAE space.
             ref_context: ``L + 1`` tensors ``(B, C_i, 2, H_i, W_i)``, the encoder hidden states of the first
-                and last key frame (``Encoder.forward``'s order).
+                and last key frame (``Encoder.forward``'s order); None skips every reference refinement.
             num_frames: T, the length of the clip every temporal layer sees.
+            temporal: False runs the spatial path only (no ``time_stack``, no ``time_mix_conv``).
+            ref_frames: the frames the Combiners add reference 0 and 1 to (see ``Combiner``).
 
         Returns:
             ``(B, out_ch, T, 8h, 8w)``.
         """
+
+        def refine(i: int, h: torch.Tensor) -> torch.Tensor:
+            if ref_context is None:
+                return h
+            return self.attn_refinement[i](h, ref_context[i], num_frames, ref_frames=ref_frames)
+
         # 1. latent to features (no post_quant_conv: the official decode path skips it)
         h = self.conv_in(z)
         # 2. bottleneck
-        h = self.mid(h, num_frames)
+        h = self.mid(h, num_frames, temporal=temporal)
         # 3. up levels, deepest first: blocks, reference refinement, upsample
         for i in reversed(range(len(self.up))):
             level = self.up[i]
-            h = level(h, num_frames)
-            h = self.attn_refinement[i](h, ref_context[i], num_frames)
+            h = level(h, num_frames, temporal=temporal)
+            h = refine(i, h)
             if level.upsample is not None:
                 h = level.upsample(h)
         # 4. out: norm, swish, final Combiner on the conv_in features, conv + time mixing
         h = F.silu(self.norm_out(h))
-        h = self.attn_refinement[-1](h, ref_context[-1], num_frames)
-        return self.conv_out(h, num_frames)
+        h = refine(len(self.up), h)
+        return self.conv_out(h, num_frames, temporal=temporal)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -499,26 +530,52 @@ class AutoencoderKLDualRef(nn.Module):
             moments=moments, mean=mean, logvar=logvar, std=torch.exp(0.5 * logvar), hidden_states=hidden_states
         )
 
-    def decode(self, z: torch.Tensor, ref_context: Sequence[torch.Tensor]) -> torch.Tensor:
+    def decode(
+        self,
+        z: torch.Tensor,
+        ref_context: Sequence[torch.Tensor] | None,
+        *,
+        references: bool = True,
+        temporal: bool = True,
+        ref_frames: RefFrames = (0, -1),
+    ) -> torch.Tensor:
         """Decode one clip; all T frames go through together.
+
+        The keywords are ablations and chunking aids (``toonctl.pipelines.decoders``); their defaults are the
+        official decoder.
 
         Args:
             z: ``(B, embed_dim, T, h, w)`` latent in VAE space (model-space latent / ``scale_factor``).
             ref_context: ``L + 1`` tensors ``(B, C_i, 2, H_i, W_i)``: ``encode(...).hidden_states[i]`` of the
-                first and the last key frame, stacked on the frame axis.
+                first and the last key frame, stacked on the frame axis (may be None without ``references``).
+            references: False skips every Combiner and fusion cross-attention (no reference injection).
+            temporal: False decodes with the spatial path only: VideoResBlocks without their ``time_stack``
+                and no ``time_mix_conv``, so frames no longer see each other.
+            ref_frames: the frames of this clip the Combiners add reference 0 and reference 1 to; None for a
+                reference whose key frame is outside this clip (a chunk of a longer one).
 
         Returns:
             ``(B, out_ch, T, 8h, 8w)``.
         """
         if z.dim() != 5:
             raise ValueError(f"decode expects z of shape (B, C, T, h, w), got {tuple(z.shape)}")
-        if len(ref_context) != self.num_levels + 1:
-            raise ValueError(f"ref_context has {len(ref_context)} entries, expected {self.num_levels + 1}")
-        for i, ref in enumerate(ref_context):
-            if ref.dim() != 5 or ref.shape[0] != z.shape[0] or ref.shape[2] != 2:
-                raise ValueError(f"ref_context[{i}] must be (B={z.shape[0]}, C, 2, H, W), got {tuple(ref.shape)}")
         num_frames = z.shape[2]
-        return self.decoder(fold_frames(z), ref_context, num_frames)  # (B, out_ch, T, H, W)
+        if any(f is not None and not -num_frames <= f < num_frames for f in ref_frames) or len(ref_frames) != 2:
+            raise ValueError(f"ref_frames {ref_frames} must be two frame indices (or None) below T={num_frames}")
+        if references:
+            _check_ref_context(ref_context, z.shape[0], self.num_levels)
+        refs = ref_context if references else None
+        return self.decoder(fold_frames(z), refs, num_frames, temporal=temporal, ref_frames=ref_frames)
+
+
+def _check_ref_context(ref_context: Sequence[torch.Tensor] | None, batch: int, num_levels: int) -> None:
+    if ref_context is None:
+        raise ValueError("decode needs ref_context unless references=False")
+    if len(ref_context) != num_levels + 1:
+        raise ValueError(f"ref_context has {len(ref_context)} entries, expected {num_levels + 1}")
+    for i, ref in enumerate(ref_context):
+        if ref.dim() != 5 or ref.shape[0] != batch or ref.shape[2] != 2:
+            raise ValueError(f"ref_context[{i}] must be (B={batch}, C, 2, H, W), got {tuple(ref.shape)}")
 
 
 def _check_config(config: AutoencoderConfig) -> None:

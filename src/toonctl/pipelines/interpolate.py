@@ -18,6 +18,7 @@ from torch import nn
 from toonctl.device import release_memory
 from toonctl.errors import UnsupportedSizeError
 from toonctl.models.configs import ToonCrafterConfig
+from toonctl.pipelines.decoders import DECODERS, DEFAULT_DECODER, FrameDecoder, without_splice
 from toonctl.pipelines.placement import ComponentPlacement
 from toonctl.samplers.ddim import make_ddim_schedule, sample_ddim
 from toonctl.samplers.guidance import Conditioning, ControlStage, GuidedDenoiser
@@ -94,6 +95,9 @@ class InterpolationPipeline:
     ``encode_keyframes``, ``decode_latents`` and ``unet``.
     """
 
+    # The stage ``decode_latents`` uses; assign another (``decoders.parse_decoder``) to change it.
+    decoder: FrameDecoder = DECODERS[DEFAULT_DECODER]
+
     def __init__(
         self,
         *,
@@ -117,6 +121,7 @@ class InterpolationPipeline:
         self.config = config
         self.tokenizer = tokenizer or CLIPTokenizer()
         self.placement = ComponentPlacement(next(unet.parameters()).device)
+        self.autocast_dtype: torch.dtype | None = None  # e.g. float16: the official regime (fp32 weights)
 
     @classmethod
     def from_checkpoint(
@@ -213,26 +218,24 @@ class InterpolationPipeline:
 
     @torch.no_grad()
     def decode_latents(
-        self, latents: torch.Tensor, ref_context: Sequence[torch.Tensor], *, splice: bool = True
+        self,
+        latents: torch.Tensor,
+        ref_context: Sequence[torch.Tensor],
+        *,
+        splice: bool = True,
+        decoder: FrameDecoder | None = None,
     ) -> torch.Tensor:
         """Model-space latents ``(B, 4, T, h, w)`` -> video ``(B, 3, T, H, W)`` float32.
 
         ``ref_context``: the encoder hidden states of the first and last key frame, each
-        ``(B, C_i, 2, H_i, W_i)``. With ``splice`` (the official behaviour) the two middle frames
-        are replaced by their decode from a second pass without frames 1 and T-2.
+        ``(B, C_i, 2, H_i, W_i)``. ``decoder`` (default: ``self.decoder``, the official ``dualref``) is the
+        stage that decodes (``toonctl.pipelines.decoders``); ``splice=False`` turns off its second pass,
+        in which the official decode replaces the two middle frames by their decode without frames 1 and T-2.
         """
-        dtype = next(self.vae.parameters()).dtype
-        z = (latents / self.config.vae.scale_factor).to(dtype)
-        ref = [r.to(dtype) for r in ref_context]
-        video = self.vae.decode(z, ref).float()
-        num_frames = z.shape[2]
-        if splice and num_frames >= 4:
-            keep = [0, *range(2, num_frames - 2), num_frames - 1]
-            middle = self.vae.decode(z[:, :, keep], ref).float()
-            half = num_frames // 2
-            # frames half-1 and half of the video are positions half-2, half-1 of the shorter clip
-            video[:, :, half - 1 : half + 1] = middle[:, :, half - 2 : half]
-        return video
+        decoder = decoder or self.decoder
+        if not splice:
+            decoder = without_splice(decoder)
+        return decoder(self.vae, latents, ref_context)
 
     # -- the task -----------------------------------------------------------------------------
 
@@ -277,6 +280,26 @@ class InterpolationPipeline:
             callback: called after every step with the sampler's step dict plus ``v_cond`` and
                 ``v_uncond`` (the two guidance branches).
         """
+        with self._autocast():
+            return self._interpolate(
+                start, end, prompt, num_frames=num_frames, steps=steps, guidance_scale=guidance_scale,
+                guidance_rescale=guidance_rescale, frame_stride=frame_stride, eta=eta,
+                timestep_spacing=timestep_spacing, generator=generator, noise=noise,
+                batched_guidance=batched_guidance, splice=splice, control=control, conditions=conditions,
+                callback=callback,
+            )  # fmt: skip
+
+    def _autocast(self):
+        """``torch.autocast`` to ``autocast_dtype`` (the official fp16 regime with fp32 weights), or nothing."""
+        import contextlib
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _interpolate(self, start, end, prompt, *, num_frames, steps, guidance_scale, guidance_rescale, frame_stride,
+                     eta, timestep_spacing, generator, noise, batched_guidance, splice, control, conditions,
+                     callback) -> InterpolationOutput:  # fmt: skip
         # 0. defaults and checks
         start, end = _as_batch(start, "start"), _as_batch(end, "end")
         num_frames = num_frames or self.config.unet.temporal_length
