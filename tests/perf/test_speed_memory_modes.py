@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_A, rel_error
 
+from conftest import TINY_A, rel_error
 from toonctl.models.attention import attention_backend
 from toonctl.pipelines.interpolate import InterpolationNoise, InterpolationPipeline
 from toonctl.pipelines.placement import ComponentPlacement, parse_device_map

@@ -105,8 +105,13 @@ ConfigOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...", rich_help_panel=MODEL)]
 DtypeOpt = Annotated[
-    str, typer.Option("--dtype", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.", rich_help_panel=MODEL)
-]
+    str,
+    typer.Option(
+        "--dtype", rich_help_panel=MODEL,
+        help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16, or autocast (fp32 weights under fp16 autocast: "
+        "the official regime).",
+    ),
+]  # fmt: skip
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout (no progress).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")]
 
@@ -140,5 +145,33 @@ DecoderOpt = Annotated[
         "--decoder", callback=_check_decoder, rich_help_panel=MODEL,
         help="VAE decoder: dualref (official), chunked or chunked:CHUNK[:OVERLAP] (less memory, approximate), "
         "dualref-nosplice, norefs, spatial, perframe. Compare them on your clips with `toonctl decode-bench`.",
+    ),
+]  # fmt: skip
+
+
+OffloadOpt = Annotated[
+    str,
+    typer.Option(
+        "--offload", rich_help_panel=MODEL,
+        help="none; model (each component on the GPU only while it runs); sequential (layer by layer: least "
+        "memory, slowest).",
+    ),
+]  # fmt: skip
+DeviceMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device-map", metavar="COMPONENT=DEVICE,...", rich_help_panel=MODEL,
+        help="Components on different GPUs, e.g. unet=cuda:1,vae=cuda:0 (components: unet, vae, text_encoder, "
+        "image_encoder, image_proj).",
+    ),
+]  # fmt: skip
+AttentionOpt = Annotated[
+    str, typer.Option("--attention", help="Attention backend: auto, sdpa, math, xformers.", rich_help_panel=MODEL)
+]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile", help="torch.compile the UNet (faster steps after a warm-up of a minute or more).",
+        rich_help_panel=MODEL,
     ),
 ]  # fmt: skip

@@ -16,6 +16,7 @@ EXAMPLES = [
     ("Render every shot folder of shots/ to out/<shot>.mp4", "toonctl batch shots/ -o out/"),
     ("Re-run after a crash: finished shots are skipped", "toonctl batch shots/ -o out/"),
     ("GIFs, on twos, JSON lines for a pipeline", "toonctl batch shots/ -o out/ --format gif -n 7 --json"),
+    ("Four GPUs share the shots", "accelerate launch --num_processes 4 -m toonctl batch shots/ -o out/"),
 ]
 FORMATS = ("mp4", "webm", "gif", "webp", "apng", "png")
 
@@ -49,21 +50,28 @@ def batch(
     device: opt.DeviceOpt = "auto",
     dtype: opt.DtypeOpt = "auto",
     decoder: opt.DecoderOpt = "dualref",
+    offload: opt.OffloadOpt = "none",
+    device_map: opt.DeviceMapOpt = None,
+    attention: opt.AttentionOpt = "auto",
+    compile_unet: opt.CompileOpt = False,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
     """Render every shot folder of SHOTS into OUT, skipping shots already finished.
 
     Options give the defaults; a shot's prompt.txt and shot.yaml override them. Exit code 3 when any
-    shot failed (the others are still rendered).
+    shot failed (the others are still rendered). Under `accelerate launch` (or torchrun) the processes
+    share the shots, one GPU each, and the main process prints the merged summary.
     """
     from toonctl.batch import discover_shots, remove_stale_partials
+    from toonctl.distributed import ProcessGroup, process_info, shard
     from toonctl.errors import OutputError
     from toonctl.render import prepare_shot, render_shot
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", param_hint="--format")
-    out = Output(json_mode=json_out, quiet=quiet)
+    info = process_info()  # several processes under `accelerate launch` / torchrun share the shots
+    out = Output(json_mode=json_out, quiet=quiet or not info.is_main)
     base = opt.settings_from_options(
         prompt=prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
         eta=eta, frame_stride=frame_stride, inbetweens=inbetweens, fps=fps, size=size, fit=fit, loop=loop,
@@ -73,17 +81,21 @@ def batch(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
-    for stale in remove_stale_partials(out_dir):
-        out.info(f"removed unfinished output {stale.name} from an earlier run")
     shots = discover_shots(shots_dir, out_dir, base, "/" if fmt == "png" else f".{fmt}")
     if not shots:
         raise OutputError(f"no shot folders in {shots_dir}", hint="each subfolder of SHOTS is one shot")
+    group = ProcessGroup(info)
+    if info.is_main:
+        for stale in remove_stale_partials(out_dir):
+            out.info(f"removed unfinished output {stale.name} from an earlier run")
+    group.barrier()  # no process starts writing before the stale temporaries are gone
+    device = info.device(device)
 
     model = find_model(weights, config)
     rows: list[dict] = []
     pipe = None
-    for shot in shots:
-        row = {"shot": shot.name, "output": str(shot.output)}
+    for shot in shard(shots, info):
+        row = {"shot": shot.name, "output": str(shot.output), "process": info.rank}
         if shot.error:
             rows.append({**row, "status": "failed", "error": shot.error})
         elif shot.done and not force:
@@ -92,7 +104,10 @@ def batch(
             try:
                 prepared = prepare_shot(shot.keyframes, shot.output, shot.settings, model[1])
                 if pipe is None:
-                    pipe = load_pipeline(out, model, device, dtype, decoder)
+                    pipe = load_pipeline(
+                        out, model, device, dtype, decoder,
+                        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+                    )  # fmt: skip
                 with render_progress(out, shot.name, shot.settings.steps) as hooks:
                     result = render_shot(pipe, prepared, shot.settings, hooks)
                 rows.append({**row, "status": "done", "frames": result.frames, "seconds": round(result.seconds, 3)})
@@ -105,7 +120,11 @@ def batch(
         out.record(**rows[-1])
         if rows[-1]["status"] == "failed":
             out.warn(f"shot {shot.name} failed: {rows[-1]['error']}")
-    _summary(out, rows)
+    rows = group.gather(rows)  # every process's rows, for one merged summary
+    group.close()
+    if info.is_main:
+        order = {shot.name: index for index, shot in enumerate(shots)}
+        _summary(out, sorted(rows, key=lambda r: order[r["shot"]]))
     if any(r["status"] == "failed" for r in rows):
         raise typer.Exit(EXIT_PARTIAL)
 

@@ -62,6 +62,10 @@ def interpolate(
     device: opt.DeviceOpt = "auto",
     dtype: opt.DtypeOpt = "auto",
     decoder: opt.DecoderOpt = "dualref",
+    offload: opt.OffloadOpt = "none",
+    device_map: opt.DeviceMapOpt = None,
+    attention: opt.AttentionOpt = "auto",
+    compile_unet: opt.CompileOpt = False,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -84,7 +88,10 @@ def interpolate(
     shot = prepare_shot(keyframes, output, settings, model[1])
     for note in shot.notes:
         out.warn(note)
-    pipe = load_pipeline(out, model, device, dtype, decoder)
+    pipe = load_pipeline(
+        out, model, device, dtype, decoder,
+        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+    )  # fmt: skip
     with render_progress(out, output.name, settings.steps) as hooks:
         result = render_shot(pipe, shot, settings, hooks)
     h, w = result.size
