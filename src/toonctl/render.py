@@ -71,9 +71,18 @@ def prepare_shot(
 
 
 def render_shot(
-    pipe, shot: PreparedShot, settings: InterpolateSettings, hooks: RenderHooks | None = None
+    pipe,
+    shot: PreparedShot,
+    settings: InterpolateSettings,
+    hooks: RenderHooks | None = None,
+    *,
+    segment_kwargs: Callable[[int], dict] | None = None,
 ) -> RenderResult:
-    """Interpolate ``shot`` with ``pipe`` and write ``shot.output`` atomically."""
+    """Interpolate ``shot`` with ``pipe`` and write ``shot.output`` atomically.
+
+    ``segment_kwargs``: optional per-segment extra pipeline arguments (see ``interpolate_chain``), e.g. the
+    sketch control stage of each segment.
+    """
     from toonctl.io.video import to_uint8, write_frames
     from toonctl.pipelines.chain import ChainSettings, interpolate_chain
 
@@ -89,6 +98,7 @@ def render_shot(
         ChainSettings(inbetweens=settings.inbetweens, loop=settings.loop, exact_keys=settings.exact_keys),
         generator=torch.Generator().manual_seed(settings.seed),
         on_segment=hooks.segment,
+        segment_kwargs=segment_kwargs,
         steps=settings.steps,
         guidance_scale=settings.guidance_scale,
         guidance_rescale=settings.guidance_rescale,

@@ -8,7 +8,9 @@ import typer
 
 from toonctl import __version__
 from toonctl.cli import batch as batch_cmd
+from toonctl.cli import decode_bench as decode_bench_cmd
 from toonctl.cli import interpolate as interpolate_cmd
+from toonctl.cli import sketch as sketch_cmd
 from toonctl.cli._output import examples_epilog
 from toonctl.cli.weights import weights_app
 
@@ -39,6 +41,10 @@ def _root(
 
 app.command(epilog=examples_epilog(interpolate_cmd.EXAMPLES))(interpolate_cmd.interpolate)
 app.command(epilog=examples_epilog(batch_cmd.EXAMPLES))(batch_cmd.batch)
+app.command("decode-bench", epilog=examples_epilog(decode_bench_cmd.EXAMPLES))(decode_bench_cmd.decode_bench)
+app.command("sketch-interp", epilog=examples_epilog(sketch_cmd.SKETCH_INTERP_EXAMPLES))(sketch_cmd.sketch_interp)
+app.command(epilog=examples_epilog(sketch_cmd.COLORIZE_EXAMPLES))(sketch_cmd.colorize)
+app.command(epilog=examples_epilog(sketch_cmd.SKETCH_EXAMPLES))(sketch_cmd.sketch)
 app.add_typer(weights_app, name="weights")
 
 

@@ -51,6 +51,7 @@ def interpolate_chain(
     *,
     generator: torch.Generator | None = None,
     on_segment: Callable[[int, int], None] | None = None,
+    segment_kwargs: Callable[[int], dict] | None = None,
     **pipeline_kwargs,
 ) -> torch.Tensor:
     """Interpolate consecutive key frames and join the segments.
@@ -62,6 +63,8 @@ def interpolate_chain(
         settings: in-between count, loop, and whether key positions carry the input pixels.
         generator: one generator for the whole chain; segments draw from it in order.
         on_segment: called with ``(index, count)`` before each segment starts.
+        segment_kwargs: ``index -> dict`` of extra ``pipe(...)`` arguments for one segment (e.g. its
+            ``control`` stage).
         pipeline_kwargs: passed to ``pipe(...)`` (steps, guidance_scale, frame_stride, eta, callback, ...).
 
     Returns:
@@ -75,7 +78,8 @@ def interpolate_chain(
     for index, (start, end) in enumerate(pairs):
         if on_segment is not None:
             on_segment(index, len(pairs))
-        video = pipe(start, end, prompt, generator=generator, **pipeline_kwargs).video[0]  # (3, T, H, W)
+        extra = segment_kwargs(index) if segment_kwargs is not None else {}
+        video = pipe(start, end, prompt, generator=generator, **pipeline_kwargs, **extra).video[0]  # (3, T, H, W)
         video = video.clamp(-1, 1).transpose(0, 1).cpu()  # (T, 3, H, W)
         first_key = start.cpu() if settings.exact_keys else video[0]
         frames.append(first_key)
