@@ -79,11 +79,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", type=Path, default=Path("/tmp/toonctl-bench"))
     p.add_argument("--json", action="store_true")
+    p.add_argument("--write-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     path = args.dir / "model.ckpt"
-    if not path.exists():
+    if args.write_only:
         write_checkpoint(path)
+        return
+    if not path.exists():
+        # In a child process: a child's peak RSS starts at its parent's, so the parent must stay small.
+        subprocess.run([sys.executable, __file__, "--write-only", "--dir", str(args.dir)], check=True)
     rows = {
         "torch.load + load_state_dict": run(BASELINE, path),
         "toonctl from_checkpoint": run(TOONCTL, path),

@@ -1,7 +1,8 @@
 """Shot batches: every subfolder of SHOTS is a shot, rendered to OUT/<shot>.<format>, resumably.
 
-A shot folder holds its key frames (image files, in natural name order), optionally ``prompt.txt``
-and optionally ``shot.yaml`` with setting overrides (any ``InterpolateSettings`` field, e.g.
+A shot folder holds its key frames (image files, in natural name order), optionally ``prompt.txt``,
+optionally a ``sketches/`` folder (sketches named by output frame index steer the shot, as
+``sketch-interp`` does) and optionally ``shot.yaml`` with setting overrides (any ``InterpolateSettings`` field, e.g.
 ``frame_stride: 5``, ``inbetweens: 7``, ``size: 320x512``, ``loop: true``).
 
 Resuming needs no manifest: outputs are written under a temporary name and renamed when complete,
@@ -17,6 +18,7 @@ from pathlib import Path
 from toonctl.presets import InterpolateSettings, parse_size
 
 SETTINGS_FILE = "shot.yaml"
+SKETCHES_FOLDER = "sketches"  # optional: sketches named by output frame index, as for `sketch-interp`
 PROMPT_FILE = "prompt.txt"
 PARTIAL_MARKER = ".partial-"
 

@@ -77,11 +77,13 @@ def render_shot(
     hooks: RenderHooks | None = None,
     *,
     segment_kwargs: Callable[[int], dict] | None = None,
+    release_encoders: bool = False,
 ) -> RenderResult:
     """Interpolate ``shot`` with ``pipe`` and write ``shot.output`` atomically.
 
     ``segment_kwargs``: optional per-segment extra pipeline arguments (see ``interpolate_chain``), e.g. the
-    sketch control stage of each segment.
+    sketch control stage of each segment. ``release_encoders``: for one-shot runs, encode every segment
+    first and free the text/image encoders before sampling (the pipeline cannot encode again after).
     """
     from toonctl.io.video import to_uint8, write_frames
     from toonctl.pipelines.chain import ChainSettings, interpolate_chain
@@ -95,7 +97,12 @@ def render_shot(
         pipe,
         shot.keyframes,
         settings.prompt,
-        ChainSettings(inbetweens=settings.inbetweens, loop=settings.loop, exact_keys=settings.exact_keys),
+        ChainSettings(
+            inbetweens=settings.inbetweens,
+            loop=settings.loop,
+            exact_keys=settings.exact_keys,
+            release_encoders=release_encoders,
+        ),  # fmt: skip,
         generator=torch.Generator().manual_seed(settings.seed),
         on_segment=hooks.segment,
         segment_kwargs=segment_kwargs,

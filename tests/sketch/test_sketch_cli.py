@@ -138,3 +138,29 @@ def test_sketch_extracts_line_art_from_images_folders_and_videos(files, tmp_path
                                              "--device", "cpu"), 2)  # fmt: skip
     assert "none.pth does not exist" in _error(invoke("sketch", key, "-o", tmp_path / "z.png",
                                                       "--extractor", tmp_path / "none.pth"))  # fmt: skip
+
+
+def test_batch_shot_with_a_sketches_folder(files, tmp_path, monkeypatch):
+    """A shot folder with sketches/ is rendered as `sketch-interp` renders it; other shots as `interpolate`."""
+    import shutil
+
+    shots, out = tmp_path / "shots", tmp_path / "out"
+    for name in ("plain", "sketched"):
+        (shots / name).mkdir(parents=True)
+        for i, key in enumerate(files["keys"]):
+            shutil.copy(key, shots / name / f"{i}.png")
+    shutil.copytree(files["sketches"], shots / "sketched" / "sketches")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(files["encoder"], weights / "sketch_encoder.ckpt")
+    monkeypatch.setenv("TOONCTL_WEIGHTS", str(weights))
+    result = invoke("batch", shots, "-o", out, "-f", "png", "--json", *MODEL_ARGS)
+    assert result.exit_code == 0, result.output
+    reference = tmp_path / "reference"
+    args = ["--sketches", files["sketches"], "--sketch-encoder", files["encoder"], "-o", f"{reference}/", "-q"]
+    assert invoke("sketch-interp", *files["keys"], *args, *MODEL_ARGS).exit_code == 0
+    plain = tmp_path / "plain"
+    assert invoke("interpolate", *files["keys"], "-o", f"{plain}/", "-q", *MODEL_ARGS).exit_code == 0
+    assert np.array_equal(_pngs(out / "sketched"), _pngs(reference))
+    assert np.array_equal(_pngs(out / "plain"), _pngs(plain))
+    assert not np.array_equal(_pngs(out / "sketched"), _pngs(out / "plain"))

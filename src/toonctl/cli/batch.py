@@ -63,7 +63,8 @@ def batch(
     shot failed (the others are still rendered). Under `accelerate launch` (or torchrun) the processes
     share the shots, one GPU each, and the main process prints the merged summary.
     """
-    from toonctl.batch import discover_shots, remove_stale_partials
+    from toonctl.batch import SKETCHES_FOLDER, discover_shots, remove_stale_partials
+    from toonctl.cli.sketch import shot_sketch_control
     from toonctl.distributed import ProcessGroup, process_info, shard
     from toonctl.errors import OutputError
     from toonctl.render import prepare_shot, render_shot
@@ -94,6 +95,7 @@ def batch(
     model = find_model(weights, config)
     rows: list[dict] = []
     pipe = None
+    encoder_cache: dict = {}  # the sketch encoder, loaded once if a shot has sketches/
     for shot in shard(shots, info):
         row = {"shot": shot.name, "output": str(shot.output), "process": info.rank}
         if shot.error:
@@ -108,8 +110,14 @@ def batch(
                         out, model, device, dtype, decoder,
                         offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
                     )  # fmt: skip
+                segment_kwargs = None
+                if (shot.directory / SKETCHES_FOLDER).is_dir():
+                    segment_kwargs = shot_sketch_control(
+                        out, shot.directory / SKETCHES_FOLDER, prepared, shot.settings, model[1], pipe,
+                        encoder_cache, weights,
+                    )  # fmt: skip
                 with render_progress(out, shot.name, shot.settings.steps) as hooks:
-                    result = render_shot(pipe, prepared, shot.settings, hooks)
+                    result = render_shot(pipe, prepared, shot.settings, hooks, segment_kwargs=segment_kwargs)
                 rows.append({**row, "status": "done", "frames": result.frames, "seconds": round(result.seconds, 3)})
             except KeyboardInterrupt:
                 rows.append({**row, "status": "interrupted"})

@@ -93,7 +93,7 @@ def interpolate(
         offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
     )  # fmt: skip
     with render_progress(out, output.name, settings.steps) as hooks:
-        result = render_shot(pipe, shot, settings, hooks)
+        result = render_shot(pipe, shot, settings, hooks, release_encoders=True)
     h, w = result.size
     out.result(
         f"wrote {result.output} ({result.frames} frames, {h}×{w}, {result.fps:g} fps, {result.seconds:.1f} s)",

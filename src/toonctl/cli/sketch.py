@@ -463,3 +463,28 @@ def _load_encoder(out: Output, path: Path, model_config, pipe):
     out.info(f"Loading {path}")
     config = SketchEncoderConfig.for_unet(model_config.unet)
     return load_sketch_encoder(path, config, device=pipe.device, dtype=next(pipe.unet.parameters()).dtype)
+
+
+def shot_sketch_control(out: Output, sketch_dir: Path, shot, settings, model_config, pipe, encoder_cache: dict,
+                        weights: Path | None):  # fmt: skip
+    """The per-segment control of a ``batch`` shot whose folder has a ``sketches/`` subfolder (sparse,
+    scale 0.6, polarity detected, the text context: the ``sketch-interp`` defaults)."""
+    from toonctl.io.sketches import list_sketches, load_sketches
+    from toonctl.pipelines.chain import ChainSettings
+    from toonctl.pipelines.sketch import chain_frame_map, sketch_segment_kwargs
+
+    paths = list_sketches(sketch_dir)
+    chain = ChainSettings(inbetweens=settings.inbetweens, loop=settings.loop, exact_keys=settings.exact_keys)
+    num_generated = model_config.unet.temporal_length
+    count = len(chain_frame_map(len(shot.keyframes), num_generated, chain))
+    beyond = [i for i in paths if i >= count]
+    if beyond:
+        raise ValueError(f"sketches for frames {_ranges(beyond)}, but the output has {count} frames (0..{count - 1})")
+    if "encoder" not in encoder_cache:
+        path = _weights_file(None, ENCODER_FILES, "--sketch-encoder", weights)
+        encoder_cache["encoder"] = _load_encoder(out, path, model_config, pipe)
+    loaded = load_sketches(paths, shot.size, settings.fit, "auto")
+    return sketch_segment_kwargs(
+        encoder_cache["encoder"], loaded.hints, len(shot.keyframes), num_generated, chain,
+        text_tokens=model_config.unet.text_context_len,
+    )  # fmt: skip

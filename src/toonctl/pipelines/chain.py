@@ -41,6 +41,7 @@ class ChainSettings:
     inbetweens: int | None = None
     loop: bool = False
     exact_keys: bool = True
+    release_encoders: bool = False  # one-shot runs: encode every segment first, then free the encoders
 
 
 def interpolate_chain(
@@ -75,10 +76,16 @@ def interpolate_chain(
     keys = list(keyframes) + ([keyframes[0]] if settings.loop else [])
     pairs = list(zip(keys[:-1], keys[1:], strict=True))
     frames: list[torch.Tensor] = []
+    conditions = None
+    if settings.release_encoders:  # the text/image towers (~1 B parameters) leave before the UNet runs
+        conditions = [pipe.prepare_conditions(start, end, prompt) for start, end in pairs]
+        pipe.release_encoders()
     for index, (start, end) in enumerate(pairs):
         if on_segment is not None:
             on_segment(index, len(pairs))
         extra = segment_kwargs(index) if segment_kwargs is not None else {}
+        if conditions is not None:
+            extra = {"conditions": conditions[index], **extra}
         video = pipe(start, end, prompt, generator=generator, **pipeline_kwargs, **extra).video[0]  # (3, T, H, W)
         video = video.clamp(-1, 1).transpose(0, 1).cpu()  # (T, 3, H, W)
         first_key = start.cpu() if settings.exact_keys else video[0]

@@ -32,7 +32,8 @@ class ComponentPlacement:
     """Devices of a pipeline's components and the offload policy.
 
     Args:
-        execution_device: where the sampler (and, by default, every component) runs.
+        execution_device: where every component not in ``device_map`` runs (and the sampler, unless the
+            map moves the UNet elsewhere).
         offload: one of ``OFFLOAD_MODES``.
         device_map: optional per-component devices (keys from ``COMPONENT_NAMES``); not combinable
             with offload.
@@ -54,10 +55,13 @@ class ComponentPlacement:
             raise ValueError("a device map cannot be combined with offloading")
         self.offload = offload
         self.device_map = {k: torch.device(v) for k, v in device_map.items()}
-        self.execution_device = self.device_map.get("unet", torch.device(execution_device))
+        self.default_device = torch.device(execution_device)
+        # The sampler runs where the UNet is.
+        self.execution_device = self.device_map.get("unet", self.default_device)
 
     def device_for(self, name: str) -> torch.device:
-        return self.device_map.get(name, self.execution_device)
+        """A component's device: its device-map entry, else the pipeline's device."""
+        return self.device_map.get(name, self.default_device)
 
     def apply(self, modules: Mapping[str, nn.Module]) -> None:
         """Move (or hook) the modules according to the policy; call once after loading."""
