@@ -60,3 +60,16 @@ def tiny_config():
 def tiny_state_dict() -> dict[str, torch.Tensor]:
     """The official-layout state dict of tiny-a (read-only: do not modify the tensors)."""
     return load_file(TINY_A / "model.safetensors")
+
+
+def draw_key(path: Path, x: int, colour=(220, 50, 50), size=(128, 256)) -> Path:
+    """A flat-colour cartoon key drawing (sky, ground, a ball at horizontal position ``x``)."""
+    from PIL import Image, ImageDraw
+
+    h, w = size
+    img = Image.new("RGB", (w, h), (150, 205, 240))
+    d = ImageDraw.Draw(img)
+    d.rectangle([0, h * 3 // 4, w, h], fill=(120, 190, 90), outline=(20, 20, 20), width=3)
+    d.ellipse([x, h // 3, x + h // 3, h * 2 // 3], fill=colour, outline=(20, 20, 20), width=4)
+    img.save(path)
+    return path

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import TINY_A
+from conftest import TINY_A, draw_key
 from toonctl.cli.app import app
 from toonctl.io.video import read_frames
 
@@ -24,17 +24,6 @@ MODEL_ARGS = [
     "--weights", str(TINY_A / "model.safetensors"), "--config", str(TINY_A / "config.yaml"),
     "--device", "cpu", "--steps", "2", "--size", "32x64",
 ]  # fmt: skip
-
-
-def draw_key(path: Path, x: int, colour=(220, 50, 50), size=(128, 256)) -> Path:
-    """A flat-colour cartoon key drawing: a ball at horizontal position ``x``."""
-    h, w = size
-    img = Image.new("RGB", (w, h), (150, 205, 240))
-    d = ImageDraw.Draw(img)
-    d.rectangle([0, h * 3 // 4, w, h], fill=(120, 190, 90), outline=(20, 20, 20), width=3)
-    d.ellipse([x, h // 3, x + h // 3, h * 2 // 3], fill=colour, outline=(20, 20, 20), width=4)
-    img.save(path)
-    return path
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from conftest import TINY_A
+from conftest import TINY_A, draw_key  # noqa: F401 (the sketch tests import it from here)
 from toonctl.models.sketch_encoder import SketchEncoder, SketchEncoderConfig
 from toonctl.models.sketch_extractor import SketchExtractor, SketchExtractorConfig
 
@@ -65,16 +65,5 @@ def draw_sketch(path: Path, x: int, *, white_on_black: bool = False, size=(128, 
     d = ImageDraw.Draw(img)
     d.line([0, h * 3 // 4, w, h * 3 // 4], fill=ink, width=3)
     d.ellipse([x, h // 3, x + h // 3, h * 2 // 3], outline=ink, width=4)
-    img.save(path)
-    return path
-
-
-def draw_key(path: Path, x: int, colour=(220, 50, 50), size=(128, 256)) -> Path:
-    """A flat-colour key drawing matching ``draw_sketch``."""
-    h, w = size
-    img = Image.new("RGB", (w, h), (150, 205, 240))
-    d = ImageDraw.Draw(img)
-    d.rectangle([0, h * 3 // 4, w, h], fill=(120, 190, 90), outline=(20, 20, 20), width=3)
-    d.ellipse([x, h // 3, x + h // 3, h * 2 // 3], fill=colour, outline=(20, 20, 20), width=4)
     img.save(path)
     return path
