@@ -32,7 +32,7 @@ from toonctl.convert.tooncrafter import (
     COMPONENTS,
     SCHEDULE_KEYS,
     build_empty,
-    find_mismatches,
+    check_modules,
     load_module,
     load_schedule,
     read_state_dict,
@@ -149,21 +149,7 @@ def check_architecture(
 
     Builds the modules on the meta device: no memory for weights, no tensor data read.
     """
-    missing, unexpected, mismatched = [], [], []
-    names = [name for name in plan if name != SCHEDULE]
-    for name in names:
-        m, u, w = find_mismatches(build_empty(config, name), state_dict, plan[name], name=name)
-        missing += m
-        unexpected += u
-        mismatched += w
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(
-            f"the checkpoint does not match the architecture of the config ({', '.join(names)})",
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-            hint="check that --config describes this checkpoint",
-        )
+    check_modules({name: build_empty(config, name) for name in plan if name != SCHEDULE}, state_dict, plan)
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -232,6 +232,27 @@ def find_mismatches(
     return missing, unexpected, mismatched
 
 
+def check_modules(
+    modules: Mapping[str, nn.Module], state_dict: Mapping[str, torch.Tensor], plan: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Raise one ``CheckpointMismatchError`` naming every missing, unexpected or wrong-shape key of ``modules``
+    (built on meta) against ``plan`` (from ``split_state_dict``); no tensor data is read."""
+    missing, unexpected, mismatched = [], [], []
+    for name, module in modules.items():
+        m, u, w = find_mismatches(module, state_dict, plan[name], name=name)
+        missing += m
+        unexpected += u
+        mismatched += w
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(
+            f"the checkpoint does not match the architecture of the config ({', '.join(modules)})",
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+            hint="check that --config describes this checkpoint",
+        )
+
+
 def load_module(
     module: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
@@ -302,20 +323,7 @@ def load_components(
     state_dict = read_state_dict(path)
     plan = split_state_dict(state_dict, config, components)
     modules = {name: build_empty(config, name) for name in plan if name != "schedule"}
-    missing, unexpected, mismatched = [], [], []
-    for name, module in modules.items():
-        m, u, w = find_mismatches(module, state_dict, plan[name], name=name)
-        missing += m
-        unexpected += u
-        mismatched += w
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(
-            f"the checkpoint does not match the architecture of the config ({', '.join(modules)})",
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-            hint="check that --config describes this checkpoint",
-        )
+    check_modules(modules, state_dict, plan)
     loaded: dict[str, object] = {
         name: load_module(module, state_dict, plan[name], device=device, dtype=dtype)
         for name, module in modules.items()
