@@ -127,6 +127,11 @@ def sketch_interp(
     config: opt.ConfigOpt = None,
     device: opt.DeviceOpt = "auto",
     dtype: opt.DtypeOpt = "auto",
+    decoder: opt.DecoderOpt = "dualref",
+    offload: opt.OffloadOpt = "none",
+    device_map: opt.DeviceMapOpt = None,
+    attention: opt.AttentionOpt = "auto",
+    compile_unet: opt.CompileOpt = False,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -162,7 +167,10 @@ def sketch_interp(
         out.warn(note)
     for note in loaded.notes:
         out.info(note)
-    pipe = load_pipeline(out, model, device, dtype)
+    pipe = load_pipeline(
+        out, model, device, dtype, decoder,
+        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+    )  # fmt: skip
     encoder = _load_encoder(out, encoder_path, model[1], pipe)
     segment_kwargs = sketch_segment_kwargs(
         encoder, loaded.hints, len(shot.keyframes), num_generated, chain, scale=control_scale, dense=dense,
@@ -224,6 +232,11 @@ def colorize(
     config: opt.ConfigOpt = None,
     device: opt.DeviceOpt = "auto",
     dtype: opt.DtypeOpt = "auto",
+    decoder: opt.DecoderOpt = "dualref",
+    offload: opt.OffloadOpt = "none",
+    device_map: opt.DeviceMapOpt = None,
+    attention: opt.AttentionOpt = "auto",
+    compile_unet: opt.CompileOpt = False,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -275,7 +288,10 @@ def colorize(
     missing = [i for i in range(num_frames) if i not in paths]
     if missing:
         out.warn(f"no sketch for frames {_ranges(missing)}: they get no control")
-    pipe = load_pipeline(out, model, device, dtype)
+    pipe = load_pipeline(
+        out, model, device, dtype, decoder,
+        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+    )  # fmt: skip
     encoder = _load_encoder(out, encoder_path, model[1], pipe)
     started = time.monotonic()
     with render_progress(out, output.name, settings.steps) as hooks:
