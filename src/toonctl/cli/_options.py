@@ -116,14 +116,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")]
 
 
-def settings_from_options(**values) -> InterpolateSettings:
-    """Build settings from option values, reporting a bad combination as a usage error (exit 2)."""
+def settings_from_options(values: dict) -> InterpolateSettings:
+    """Settings from a command's parameters (pass ``locals()``): the ``InterpolateSettings`` fields it has
+    (``size`` as text), defaults for the others. A bad combination is a usage error (exit 2)."""
+    from dataclasses import fields
+
     from toonctl.presets import parse_size
 
-    size = values.pop("size", None)
+    known = {f.name for f in fields(InterpolateSettings)}
+    given = {k: v for k, v in values.items() if k in known}
     try:
-        parsed = parse_size(size) if size else None
-        return InterpolateSettings(size=parsed, **values)
+        if given.get("size"):
+            given["size"] = parse_size(given["size"])
+        return InterpolateSettings(**given)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 

@@ -73,11 +73,7 @@ def batch(
         raise typer.BadParameter(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", param_hint="--format")
     info = process_info()  # several processes under `accelerate launch` / torchrun share the shots
     out = Output(json_mode=json_out, quiet=quiet or not info.is_main)
-    base = opt.settings_from_options(
-        prompt=prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-        eta=eta, frame_stride=frame_stride, inbetweens=inbetweens, fps=fps, size=size, fit=fit, loop=loop,
-        exact_keys=exact_keys, quality=quality,
-    )  # fmt: skip
+    base = opt.settings_from_options(locals())
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -76,11 +76,7 @@ def interpolate(
     from toonctl.render import prepare_shot, render_shot
 
     out = Output(json_mode=json_out, quiet=quiet)
-    settings = opt.settings_from_options(
-        prompt=prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-        eta=eta, frame_stride=frame_stride, inbetweens=inbetweens, fps=fps, size=size, fit=fit, loop=loop,
-        exact_keys=exact_keys, quality=quality,
-    )  # fmt: skip
+    settings = opt.settings_from_options(locals())
     if skip_existing and output.exists():
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return

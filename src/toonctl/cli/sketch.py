@@ -147,11 +147,7 @@ def sketch_interp(
 
     out = Output(json_mode=json_out, quiet=quiet)
     _check_choices(polarity, sketch_context)
-    settings = opt.settings_from_options(
-        prompt=prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-        eta=eta, frame_stride=frame_stride, inbetweens=inbetweens, fps=fps, size=size, fit=fit, loop=loop,
-        exact_keys=exact_keys, quality=quality,
-    )  # fmt: skip
+    settings = opt.settings_from_options(locals())
     if skip_existing and output.exists():
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return
@@ -262,10 +258,7 @@ def colorize(
     references = [*(refs or []), *(refs_args or [])]
     if not 1 <= len(references) <= 2:
         raise typer.BadParameter(f"give one or two coloured references, got {len(references)}", param_hint="--refs")
-    settings = opt.settings_from_options(
-        prompt=prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-        eta=eta, frame_stride=frame_stride, fps=fps, size=size, fit=fit, quality=quality,
-    )  # fmt: skip
+    settings = opt.settings_from_options(locals())
     if skip_existing and output.exists():
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return

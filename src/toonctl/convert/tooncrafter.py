@@ -233,10 +233,15 @@ def find_mismatches(
 
 
 def check_modules(
-    modules: Mapping[str, nn.Module], state_dict: Mapping[str, torch.Tensor], plan: Mapping[str, Mapping[str, str]]
+    modules: Mapping[str, nn.Module],
+    state_dict: Mapping[str, torch.Tensor],
+    plan: Mapping[str, Mapping[str, str]],
+    *,
+    message: str | None = None,
+    hint: str = "check that --config describes this checkpoint",
 ) -> None:
     """Raise one ``CheckpointMismatchError`` naming every missing, unexpected or wrong-shape key of ``modules``
-    (built on meta) against ``plan`` (from ``split_state_dict``); no tensor data is read."""
+    (built on meta) against ``plan`` (``{name: {local key: checkpoint key}}``); no tensor data is read."""
     missing, unexpected, mismatched = [], [], []
     for name, module in modules.items():
         m, u, w = find_mismatches(module, state_dict, plan[name], name=name)
@@ -245,11 +250,11 @@ def check_modules(
         mismatched += w
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(
-            f"the checkpoint does not match the architecture of the config ({', '.join(modules)})",
+            message or f"the checkpoint does not match the architecture of the config ({', '.join(modules)})",
             missing=missing,
             unexpected=unexpected,
             mismatched=mismatched,
-            hint="check that --config describes this checkpoint",
+            hint=hint,
         )
 
 

@@ -259,21 +259,16 @@ def load_sketch_encoder(
         CheckpointError: the file cannot be read.
         CheckpointMismatchError: keys missing, unexpected or of the wrong shape (all of them listed).
     """
-    from toonctl.convert.tooncrafter import find_mismatches, load_module, read_state_dict
-    from toonctl.errors import CheckpointMismatchError
+    from toonctl.convert.tooncrafter import check_modules, load_module, read_state_dict
 
     state_dict = read_state_dict(path)
     keys = sketch_encoder_keys(state_dict)
     with torch.device("meta"):
         module = SketchEncoder(config)
-    missing, unexpected, mismatched = find_mismatches(module, state_dict, keys, name="sketch_encoder")
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(
-            f"{path} does not match the sketch encoder architecture",
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-            hint="expected ToonCrafter's sketch_encoder.ckpt (toonctl weights fetch --sketch) or kijai's "
-            "sketch_encoder-fp16.safetensors, made for the interpolation model in use",
-        )
+    check_modules(
+        {"sketch_encoder": module}, state_dict, {"sketch_encoder": keys},
+        message=f"{path} does not match the sketch encoder architecture",
+        hint="expected ToonCrafter's sketch_encoder.ckpt (toonctl weights fetch --sketch) or kijai's "
+        "sketch_encoder-fp16.safetensors, made for the interpolation model in use",
+    )  # fmt: skip
     return load_module(module, state_dict, keys, device=device, dtype=dtype).eval().requires_grad_(False)

@@ -144,7 +144,7 @@ def load_sketch_extractor(
         CheckpointError: the file cannot be read.
         CheckpointMismatchError: not an Anime2Sketch generator (every mismatch listed).
     """
-    from toonctl.convert.tooncrafter import find_mismatches, load_module, read_state_dict
+    from toonctl.convert.tooncrafter import check_modules, load_module, read_state_dict
     from toonctl.errors import CheckpointMismatchError
 
     state_dict = read_state_dict(path)
@@ -164,13 +164,8 @@ def load_sketch_extractor(
             raise CheckpointMismatchError(f"{path}: {exc}", hint=hint) from None
     with torch.device("meta"):
         module = SketchExtractor(config)
-    missing, unexpected, mismatched = find_mismatches(module, state_dict, keys, name="sketch_extractor")
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(
-            f"{path} does not match the sketch extractor architecture ({config})",
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-            hint=hint,
-        )
+    check_modules(
+        {"sketch_extractor": module}, state_dict, {"sketch_extractor": keys},
+        message=f"{path} does not match the sketch extractor architecture ({config})", hint=hint,
+    )  # fmt: skip
     return load_module(module, state_dict, keys, device=device, dtype=dtype).eval().requires_grad_(False)
