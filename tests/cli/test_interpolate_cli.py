@@ -259,3 +259,24 @@ def test_batch_shell_script(tmp_path):
     before = (out / "a_walk.mp4").stat().st_mtime_ns
     subprocess.run(["bash", script, shots, out, *MODEL_ARGS], env=env, capture_output=True, timeout=300)
     assert (out / "a_walk.mp4").stat().st_mtime_ns == before  # finished shots are skipped
+
+
+def test_interrupt_inside_exec_still_exits_130(tmp_path, keys):
+    """A Ctrl-C that lands inside ``exec()`` of a string (dataclasses, lazy imports: libraries do it) sets
+    CPython's "unhandled KeyboardInterrupt" flag even though we handle it, and ``python -m`` then kills
+    the process with SIGINT at shutdown. Batch scripts must still see exit 130."""
+    (tmp_path / "interrupted_toonctl.py").write_text(
+        "import toonctl.pipelines.interpolate as interp\n"
+        "interp.sample_ddim = lambda *a, **k: exec('raise KeyboardInterrupt')\n"
+        "from toonctl.cli.app import main\n"
+        "main()\n"
+    )
+    out = tmp_path / "o.mp4"
+    args = ["interpolate", *keys[:2], "-o", out, *MODEL_ARGS]
+    proc = subprocess.run(
+        [sys.executable, "-m", "interrupted_toonctl", *map(str, args)], capture_output=True, text=True,
+        cwd=tmp_path, timeout=120, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().endswith("Interrupted.")
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
 
 import typer
@@ -11,6 +13,7 @@ from toonctl.cli import batch as batch_cmd
 from toonctl.cli import decode_bench as decode_bench_cmd
 from toonctl.cli import interpolate as interpolate_cmd
 from toonctl.cli import sketch as sketch_cmd
+from toonctl.cli._errors import EXIT_INTERRUPTED
 from toonctl.cli._output import examples_epilog
 from toonctl.cli.weights import weights_app
 
@@ -49,4 +52,25 @@ app.add_typer(weights_app, name="weights")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exit_:
+        if exit_.code == EXIT_INTERRUPTED:
+            _exit_interrupted()
+        raise
+
+
+def _exit_interrupted() -> None:
+    """Exit with status 130 now, skipping interpreter shutdown.
+
+    The command has already cleaned up and printed "Interrupted.". A Ctrl-C that landed inside ``exec()``
+    of a string (dataclasses and lazy imports do this) leaves CPython's "unhandled KeyboardInterrupt"
+    flag set although we handled it, and ``python -m toonctl`` would then kill itself with SIGINT at
+    shutdown: status -2 instead of 130 for the scripts that check it.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(EXIT_INTERRUPTED)
