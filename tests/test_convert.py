@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -38,6 +40,7 @@ def test_full_size_architecture_matches_every_official_key():
     ours: dict[str, tuple[int, ...]] = {}
     for name, comp in COMPONENTS.items():
         module = build_empty(config, name)
+        assert all(t.is_meta for t in module.state_dict(keep_vars=True).values()), name  # no memory, no time
         ours.update({comp.prefix + k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()})
     used = {r["key"]: _shape(r["shape"]) for r in rows if r["used_at_inference"] == "yes"}
     never_used = {r["key"] for r in rows if r["used_at_inference"] != "yes"}
@@ -175,3 +178,18 @@ def test_pickled_code_is_never_executed(tmp_path, capfd, writer):
     with pytest.raises(CheckpointError):
         read_state_dict(path)
     assert "pickled code ran" not in capfd.readouterr().out
+
+
+def test_loading_does_not_import_torch_dynamo():
+    """Building the empty modules must not touch torch's decomposition path: on the meta device an
+    ``nn.init.normal_`` imports torch._dynamo, two seconds on every CLI run."""
+    script = (
+        "import sys\n"
+        "from toonctl.pipelines.interpolate import InterpolationPipeline\n"
+        f"InterpolationPipeline.from_checkpoint({str(TINY_A / 'model.safetensors')!r},"
+        f" config={str(TINY_A / 'config.yaml')!r}, device='cpu')\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"

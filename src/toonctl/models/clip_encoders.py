@@ -21,6 +21,7 @@ from torch import nn
 
 from toonctl.models.attention import attention, merge_heads, split_heads
 from toonctl.models.configs import TextEncoderConfig, VisionEncoderConfig
+from toonctl.models.layers import normal_parameter
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -116,11 +117,11 @@ class OpenCLIPTextEncoder(nn.Module):
         if not 0 < config.layers_used <= config.layers:
             raise ValueError(f"layers_used={config.layers_used} must be in 1..layers={config.layers}")
         self.config = config
-        self.token_embedding = nn.Embedding(config.vocab_size, config.width)
-        self.positional_embedding = nn.Parameter(torch.empty(config.context_length, config.width))
+        # N(0, 1) like nn.Embedding's own init, without nn.init on the meta device (see normal_parameter)
+        self.token_embedding = nn.Embedding.from_pretrained(torch.randn(config.vocab_size, config.width), freeze=False)
+        self.positional_embedding = normal_parameter(config.context_length, config.width, std=0.01)
         self.transformer = Transformer(config.width, config.heads, config.layers_used, config.mlp_ratio)
         self.ln_final = LayerNorm(config.width)
-        nn.init.normal_(self.positional_embedding, std=0.01)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embed token ids.
@@ -148,12 +149,10 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}")
         width = config.width
         self.conv1 = nn.Conv2d(3, width, kernel_size=config.patch_size, stride=config.patch_size, bias=False)
-        self.class_embedding = nn.Parameter(torch.empty(width))
-        self.positional_embedding = nn.Parameter(torch.empty(config.num_tokens, width))
+        self.class_embedding = normal_parameter(width, std=width**-0.5)
+        self.positional_embedding = normal_parameter(config.num_tokens, width, std=width**-0.5)
         self.ln_pre = LayerNorm(width)
         self.transformer = Transformer(width, config.heads, config.layers, config.mlp_ratio)
-        nn.init.normal_(self.class_embedding, std=width**-0.5)
-        nn.init.normal_(self.positional_embedding, std=width**-0.5)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S) -> (B, 1 + (S/patch)^2, width)``: class token first, then patches row-major."""

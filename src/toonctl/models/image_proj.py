@@ -16,6 +16,7 @@ from torch import nn
 
 from toonctl.models.attention import attention, merge_heads, split_heads
 from toonctl.models.configs import ResamplerConfig
+from toonctl.models.layers import normal_parameter
 
 
 class PerceiverAttention(nn.Module):
@@ -67,7 +68,7 @@ class Resampler(nn.Module):
         super().__init__()
         self.config = config
         num_latents = config.num_queries * config.video_length
-        self.latents = nn.Parameter(torch.empty(1, num_latents, config.dim))
+        self.latents = normal_parameter(1, num_latents, config.dim, std=config.dim**-0.5)
         self.proj_in = nn.Linear(config.embedding_dim, config.dim)
         self.layers = nn.ModuleList(
             nn.ModuleList(
@@ -80,7 +81,6 @@ class Resampler(nn.Module):
         )
         self.proj_out = nn.Linear(config.dim, config.output_dim)
         self.norm_out = nn.LayerNorm(config.output_dim)
-        nn.init.normal_(self.latents, std=config.dim**-0.5)
 
     def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """Image context tokens for the UNet.

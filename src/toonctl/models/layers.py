@@ -1,4 +1,4 @@
-"""Layers shared by the UNet and the VAE decoder.
+"""Layers shared by the models.
 
 ``FP32GroupNorm`` is ``lvdm.basics.GroupNormSpecific``; ``Upsample`` is ``openaimodel3d.Upsample``
 (``dims=2``), which the official dual-reference decoder also uses.
@@ -9,6 +9,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def normal_parameter(*shape: int, std: float) -> nn.Parameter:
+    """A parameter drawn from N(0, std^2), as ``nn.init.normal_`` would.
+
+    Checkpoints are loaded into modules built on the meta device, where ``nn.init.normal_`` (and
+    out-of-place arithmetic) goes through torch's Python decompositions and imports torch._dynamo:
+    two seconds on every load. ``randn`` and an in-place scale do not; ``torch.normal(mean, std, size)``
+    would ignore the meta device altogether.
+    """
+    return nn.Parameter(torch.randn(*shape).mul_(std))
 
 
 class FP32GroupNorm(nn.GroupNorm):
