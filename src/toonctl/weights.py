@@ -441,7 +441,9 @@ class VerifyReport:
     """What ``verify`` found. ``ok``: it loads, and its sha256 matches the Hub's when that is known."""
 
     path: Path
-    kind: str  # "official" / "pruned" (checkpoint files; "checkpoint" when unreadable) or "converted"
+    # checkpoint files: "official" / "pruned" / "sketch_encoder" / "sketch_extractor" ("checkpoint" when
+    # unreadable); or "converted"
+    kind: str
     size: int
     sha256: str | None = None  # files only
     files: dict[str, str] = field(default_factory=dict)  # converted dirs: file name -> sha256
@@ -501,15 +503,16 @@ def verify(
     full: bool = False,
     progress: ByteProgress | None = None,
 ) -> VerifyReport:
-    """Check a checkpoint file or converted directory: size, sha256, and whether it loads.
+    """Check a checkpoint file (the model or a sketch file) or converted directory: size, sha256, whether it loads.
 
     The load check builds every component on the meta device and compares keys and shapes with the file
     (no tensor data is read); ``full=True`` then really loads each component on the CPU, one at a time.
     Problems are collected in the report rather than raised; a missing ``path`` raises.
 
     Args:
-        path: ``model.ckpt``, a ``.safetensors`` checkpoint or a converted directory.
-        config: the architecture (default: ``config_for(path)``).
+        path: ``model.ckpt``, a ``.safetensors`` checkpoint, ``sketch_encoder.ckpt``, ``sketch_extractor.pth``
+            or a converted directory.
+        config: the architecture (default: ``config_for(path)``); a sketch encoder must fit its UNet.
         full: also load the weights.
         progress: ``(bytes done, bytes total)`` while hashing, over all files.
     """
@@ -562,6 +565,10 @@ def _check_loads(report: VerifyReport, config: ToonCrafterConfig, *, full: bool)
         report.fully_loaded = full
         return
     state_dict = read_state_dict(report.path)
+    sketch = sketch_file_kind(state_dict)
+    if sketch is not None:
+        _check_sketch_file(report, state_dict, sketch, config, full=full)
+        return
     report.kind = checkpoint_layout(state_dict)
     names = [n for n in COMPONENTS if report.kind == "official" or n not in ("text_encoder", "image_encoder")]
     plan = split(state_dict, config, names)
@@ -574,6 +581,40 @@ def _check_loads(report: VerifyReport, config: ToonCrafterConfig, *, full: bool)
     for name in names if full else ():
         load_components(report.path, config, components=[name])
     report.fully_loaded = full
+
+
+def sketch_file_kind(keys: Iterable[str]) -> str | None:
+    """``"sketch_encoder"`` or ``"sketch_extractor"`` when the keys are those of a sketch file, else None."""
+    from toonctl.models.sketch_encoder import sketch_encoder_keys
+    from toonctl.models.sketch_extractor import sketch_extractor_keys
+
+    keys = list(keys)
+    if any(k.startswith("input_hint_block.") for k in sketch_encoder_keys(keys)):
+        return "sketch_encoder"
+    ours = sketch_extractor_keys(keys)
+    if ours and all(k.startswith("model.model.") for k in ours):
+        return "sketch_extractor"
+    return None
+
+
+def _check_sketch_file(
+    report: VerifyReport, state_dict: Mapping, kind: str, config: ToonCrafterConfig, *, full: bool
+) -> None:
+    """The sketch encoder is checked against the one that fits ``config``'s UNet; the extractor as it is."""
+    from toonctl.models.sketch_encoder import SketchEncoderConfig, check_sketch_encoder, load_sketch_encoder
+    from toonctl.models.sketch_extractor import check_sketch_extractor, load_sketch_extractor
+
+    report.kind = kind
+    if kind == "sketch_encoder":
+        sketch_config = SketchEncoderConfig.for_unet(config.unet)
+        check_sketch_encoder(state_dict, sketch_config, path=report.path)
+        if full:
+            load_sketch_encoder(report.path, sketch_config)
+    else:
+        check_sketch_extractor(state_dict, path=report.path)
+        if full:
+            load_sketch_extractor(report.path)
+    report.components, report.loads, report.fully_loaded = [kind], True, full
 
 
 # -- resolve -------------------------------------------------------------------------------------------

@@ -3,11 +3,13 @@ files, strict loading of their layouts, and the properties the control stage rel
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from sketch_fixtures import TINY_EXTRACTOR, save_official, tiny_encoder, tiny_extractor, tiny_unet_config
 
-from conftest import FIXTURES
+from conftest import FIXTURES, TINY_A
 from toonctl.errors import CheckpointMismatchError
 from toonctl.models.configs import UNetConfig
 from toonctl.models.sketch_encoder import SketchEncoder, SketchEncoderConfig, load_sketch_encoder
@@ -154,3 +156,29 @@ def test_extract_line_art_keeps_the_picture_size():
     assert art.shape == (3, 1, 40, 72) and art.abs().max() <= 1
     with pytest.raises(ValueError, match="multiple of 32"):
         extract_line_art(tiny_extractor(), frames, load_size=48)
+
+
+def test_weights_verify_recognises_the_sketch_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from toonctl import weights
+    from toonctl.cli.app import app
+
+    encoder = save_official(tiny_encoder(), tmp_path / "sketch_encoder.ckpt", prefix="control_model.")
+    extractor = save_official(tiny_extractor(), tmp_path / "sketch_extractor.pth", prefix="module.")
+    config = TINY_A / "config.yaml"  # the encoder must fit this model's UNet
+    report = weights.verify(encoder, config=config, full=True)
+    assert (report.kind, report.components, report.ok, report.fully_loaded) == (
+        "sketch_encoder", ["sketch_encoder"], True, True,
+    )  # fmt: skip
+    report = weights.verify(extractor)
+    assert (report.kind, report.ok, report.fully_loaded) == ("sketch_extractor", True, False)
+    # Against the released model's UNet (no config next to the file), the tiny encoder does not fit.
+    report = weights.verify(encoder)
+    assert report.kind == "sketch_encoder" and not report.ok
+    assert "does not match the sketch encoder" in report.problems[0]
+    result = CliRunner().invoke(app, ["weights", "verify", str(encoder), "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["kind"] == "sketch_encoder"
+    result = CliRunner().invoke(app, ["weights", "verify", str(encoder)])
+    assert result.exit_code == 1 and "does not match the sketch encoder" in result.stderr

@@ -244,6 +244,7 @@ VERIFY_EXAMPLES = [
     ("The model `toonctl interpolate` would use", "toonctl weights verify"),
     ("A download, loading every tensor", "toonctl weights verify weights/model.ckpt --full"),
     ("A converted model, for scripts", "toonctl weights verify weights/tooncrafter-512-fp16 --json"),
+    ("The sketch encoder", "toonctl weights verify weights/sketch_encoder.ckpt"),
 ]
 
 
@@ -252,7 +253,10 @@ VERIFY_EXAMPLES = [
 def verify(
     path: Annotated[
         Path | None,
-        typer.Argument(help="Checkpoint file or converted directory. Default: the model interpolate would use."),
+        typer.Argument(
+            help="Checkpoint file (model or sketch file) or converted directory. Default: the model interpolate "
+            "would use."
+        ),
     ] = None,
     full: Annotated[bool, typer.Option("--full", help="Also load every tensor (slow, needs the memory).")] = False,
     config: opt.ConfigOpt = None,

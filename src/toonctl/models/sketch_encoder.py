@@ -259,9 +259,26 @@ def load_sketch_encoder(
         CheckpointError: the file cannot be read.
         CheckpointMismatchError: keys missing, unexpected or of the wrong shape (all of them listed).
     """
-    from toonctl.convert.tooncrafter import check_modules, load_module, read_state_dict
+    from toonctl.convert.tooncrafter import load_module, read_state_dict
 
     state_dict = read_state_dict(path)
+    module, keys = check_sketch_encoder(state_dict, config, path=path)
+    return load_module(module, state_dict, keys, device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def check_sketch_encoder(
+    state_dict, config: SketchEncoderConfig | None = None, *, path: str | Path
+) -> tuple[SketchEncoder, dict[str, str]]:
+    """Check every key and shape of a sketch encoder ``state_dict`` (read from ``path``) without reading data.
+
+    Returns:
+        the module built on the meta device, and ``{its key: key in the file}``.
+
+    Raises:
+        CheckpointMismatchError: keys missing, unexpected or of the wrong shape (all of them listed).
+    """
+    from toonctl.convert.tooncrafter import check_modules
+
     keys = sketch_encoder_keys(state_dict)
     with torch.device("meta"):
         module = SketchEncoder(config)
@@ -271,4 +288,4 @@ def load_sketch_encoder(
         hint="expected ToonCrafter's sketch_encoder.ckpt (toonctl weights fetch --sketch) or kijai's "
         "sketch_encoder-fp16.safetensors, made for the interpolation model in use",
     )  # fmt: skip
-    return load_module(module, state_dict, keys, device=device, dtype=dtype).eval().requires_grad_(False)
+    return module, keys

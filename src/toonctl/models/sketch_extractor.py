@@ -144,15 +144,36 @@ def load_sketch_extractor(
         CheckpointError: the file cannot be read.
         CheckpointMismatchError: not an Anime2Sketch generator (every mismatch listed).
     """
-    from toonctl.convert.tooncrafter import check_modules, load_module, read_state_dict
-    from toonctl.errors import CheckpointMismatchError
+    from toonctl.convert.tooncrafter import load_module, read_state_dict
 
     state_dict = read_state_dict(path)
-    names = list(state_dict)
-    if names and all(k.startswith(MODULE_PREFIX) for k in names):
-        keys = {k[len(MODULE_PREFIX) :]: k for k in names}
-    else:
-        keys = {k: k for k in names}
+    module, keys = check_sketch_extractor(state_dict, config, path=path)
+    return load_module(module, state_dict, keys, device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def sketch_extractor_keys(keys) -> dict[str, str]:
+    """``{our key: key in the file}``: the file's keys, less a ``module.`` prefix on all of them."""
+    keys = list(keys)
+    if keys and all(k.startswith(MODULE_PREFIX) for k in keys):
+        return {k[len(MODULE_PREFIX) :]: k for k in keys}
+    return {k: k for k in keys}
+
+
+def check_sketch_extractor(
+    state_dict, config: SketchExtractorConfig | None = None, *, path: str | Path
+) -> tuple[SketchExtractor, dict[str, str]]:
+    """Check every key and shape of an extractor ``state_dict`` (read from ``path``) without reading data.
+
+    Returns:
+        the module built on the meta device, and ``{its key: key in the file}``.
+
+    Raises:
+        CheckpointMismatchError: not an Anime2Sketch generator (every mismatch listed).
+    """
+    from toonctl.convert.tooncrafter import check_modules
+    from toonctl.errors import CheckpointMismatchError
+
+    keys = sketch_extractor_keys(state_dict)
     hint = (
         "expected ToonCrafter's sketch_extractor.pth (toonctl weights fetch --sketch), i.e. Anime2Sketch's "
         "default netG.pth (the 'improved' variant has another architecture)"
@@ -168,4 +189,4 @@ def load_sketch_extractor(
         {"sketch_extractor": module}, state_dict, {"sketch_extractor": keys},
         message=f"{path} does not match the sketch extractor architecture ({config})", hint=hint,
     )  # fmt: skip
-    return load_module(module, state_dict, keys, device=device, dtype=dtype).eval().requires_grad_(False)
+    return module, keys
