@@ -585,13 +585,14 @@ def _check_loads(report: VerifyReport, config: ToonCrafterConfig, *, full: bool)
 
 def sketch_file_kind(keys: Iterable[str]) -> str | None:
     """``"sketch_encoder"`` or ``"sketch_extractor"`` when the keys are those of a sketch file, else None."""
-    from toonctl.models.sketch_encoder import sketch_encoder_keys
-    from toonctl.models.sketch_extractor import sketch_extractor_keys
+    from toonctl.convert.tooncrafter import strip_shared_prefix
+    from toonctl.models.sketch_encoder import CONTROL_MODEL_PREFIX
+    from toonctl.models.sketch_extractor import MODULE_PREFIX
 
     keys = list(keys)
-    if any(k.startswith("input_hint_block.") for k in sketch_encoder_keys(keys)):
+    if any(k.startswith("input_hint_block.") for k in strip_shared_prefix(keys, CONTROL_MODEL_PREFIX)):
         return "sketch_encoder"
-    ours = sketch_extractor_keys(keys)
+    ours = strip_shared_prefix(keys, MODULE_PREFIX)
     if ours and all(k.startswith("model.model.") for k in ours):
         return "sketch_extractor"
     return None

@@ -232,6 +232,30 @@ def find_mismatches(
     return missing, unexpected, mismatched
 
 
+def strip_shared_prefix(keys: Iterable[str], prefix: str) -> dict[str, str]:
+    """``{key less prefix: key}`` when every key starts with ``prefix`` (a wrapper's name), else ``{key: key}``."""
+    keys = list(keys)
+    if keys and all(k.startswith(prefix) for k in keys):
+        return {k[len(prefix) :]: k for k in keys}
+    return {k: k for k in keys}
+
+
+def build_checked(
+    name: str,
+    build: Callable[[], nn.Module],
+    state_dict: Mapping[str, torch.Tensor],
+    keys: Mapping[str, str],
+    *,
+    message: str,
+    hint: str,
+) -> nn.Module:
+    """``build()`` on the meta device, checked against ``state_dict`` under ``keys`` (see ``check_modules``)."""
+    with torch.device("meta"):
+        module = build()
+    check_modules({name: module}, state_dict, {name: keys}, message=message, hint=hint)
+    return module
+
+
 def check_modules(
     modules: Mapping[str, nn.Module],
     state_dict: Mapping[str, torch.Tensor],

@@ -229,14 +229,6 @@ def _hint_block(hint_channels: int, widths: tuple[int, ...], out_channels: int) 
 # --------------------------------------------------------------------------------------------- loading
 
 
-def sketch_encoder_keys(keys) -> dict[str, str]:
-    """``{our key: key in the file}``: the file's keys, less a ``control_model.`` prefix on all of them."""
-    keys = list(keys)
-    if keys and all(k.startswith(CONTROL_MODEL_PREFIX) for k in keys):
-        return {k[len(CONTROL_MODEL_PREFIX) :]: k for k in keys}
-    return {k: k for k in keys}
-
-
 def load_sketch_encoder(
     path: str | Path,
     config: SketchEncoderConfig | None = None,
@@ -277,13 +269,11 @@ def check_sketch_encoder(
     Raises:
         CheckpointMismatchError: keys missing, unexpected or of the wrong shape (all of them listed).
     """
-    from toonctl.convert.tooncrafter import check_modules
+    from toonctl.convert.tooncrafter import build_checked, strip_shared_prefix
 
-    keys = sketch_encoder_keys(state_dict)
-    with torch.device("meta"):
-        module = SketchEncoder(config)
-    check_modules(
-        {"sketch_encoder": module}, state_dict, {"sketch_encoder": keys},
+    keys = strip_shared_prefix(state_dict, CONTROL_MODEL_PREFIX)
+    module = build_checked(
+        "sketch_encoder", lambda: SketchEncoder(config), state_dict, keys,
         message=f"{path} does not match the sketch encoder architecture",
         hint="expected ToonCrafter's sketch_encoder.ckpt (toonctl weights fetch --sketch) or kijai's "
         "sketch_encoder-fp16.safetensors, made for the interpolation model in use",

@@ -151,14 +151,6 @@ def load_sketch_extractor(
     return load_module(module, state_dict, keys, device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def sketch_extractor_keys(keys) -> dict[str, str]:
-    """``{our key: key in the file}``: the file's keys, less a ``module.`` prefix on all of them."""
-    keys = list(keys)
-    if keys and all(k.startswith(MODULE_PREFIX) for k in keys):
-        return {k[len(MODULE_PREFIX) :]: k for k in keys}
-    return {k: k for k in keys}
-
-
 def check_sketch_extractor(
     state_dict, config: SketchExtractorConfig | None = None, *, path: str | Path
 ) -> tuple[SketchExtractor, dict[str, str]]:
@@ -170,10 +162,10 @@ def check_sketch_extractor(
     Raises:
         CheckpointMismatchError: not an Anime2Sketch generator (every mismatch listed).
     """
-    from toonctl.convert.tooncrafter import check_modules
+    from toonctl.convert.tooncrafter import build_checked, strip_shared_prefix
     from toonctl.errors import CheckpointMismatchError
 
-    keys = sketch_extractor_keys(state_dict)
+    keys = strip_shared_prefix(state_dict, MODULE_PREFIX)
     hint = (
         "expected ToonCrafter's sketch_extractor.pth (toonctl weights fetch --sketch), i.e. Anime2Sketch's "
         "default netG.pth (the 'improved' variant has another architecture)"
@@ -183,10 +175,8 @@ def check_sketch_extractor(
             config = SketchExtractorConfig.from_shapes({k: tuple(state_dict[v].shape) for k, v in keys.items()})
         except ValueError as exc:
             raise CheckpointMismatchError(f"{path}: {exc}", hint=hint) from None
-    with torch.device("meta"):
-        module = SketchExtractor(config)
-    check_modules(
-        {"sketch_extractor": module}, state_dict, {"sketch_extractor": keys},
+    module = build_checked(
+        "sketch_extractor", lambda: SketchExtractor(config), state_dict, keys,
         message=f"{path} does not match the sketch extractor architecture ({config})", hint=hint,
     )  # fmt: skip
     return module, keys
