@@ -178,10 +178,16 @@ def test_ctrl_c_leaves_no_output(tmp_path, keys, monkeypatch):
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C handled as in a terminal, even when the test runner was started ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "toonctl", *map(str, args)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint,
+                            **kwargs)  # fmt: skip
 
 
 def test_subprocess_run_and_sigint(tmp_path, keys):
@@ -275,7 +281,7 @@ def test_interrupt_inside_exec_still_exits_130(tmp_path, keys):
     args = ["interpolate", *keys[:2], "-o", out, *MODEL_ARGS]
     proc = subprocess.run(
         [sys.executable, "-m", "interrupted_toonctl", *map(str, args)], capture_output=True, text=True,
-        cwd=tmp_path, timeout=120, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        cwd=tmp_path, timeout=120, preexec_fn=_default_sigint,
     )  # fmt: skip
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip().endswith("Interrupted.")
