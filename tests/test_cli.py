@@ -41,3 +41,23 @@ def test_help_without_torch():
 def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "toonctl", "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_every_help_screen_shows_flags_without_a_type():
+    """Flags take no value: the help must not print ``<bool>`` beside them (Typer does by default)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from toonctl.cli.app import app
+
+    root = typer.main.get_command(app)
+    commands = [[]] + [[name] for name in root.commands]
+    commands += [["weights", name] for name in root.commands["weights"].commands]
+    assert len(commands) == 1 + 7 + 5
+    for command in commands:
+        result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (command, result.output)
+        assert "--help" in result.output and "<bool>" not in result.output, command
+    quiet_line = next(line for line in CliRunner().invoke(app, ["interpolate", "--help"]).output.splitlines()
+                      if "--quiet" in line)  # fmt: skip
+    assert "Print only the result." in quiet_line

@@ -14,11 +14,13 @@ from toonctl.cli import decode_bench as decode_bench_cmd
 from toonctl.cli import interpolate as interpolate_cmd
 from toonctl.cli import sketch as sketch_cmd
 from toonctl.cli._errors import EXIT_INTERRUPTED
+from toonctl.cli._help import Command, Group
 from toonctl.cli._output import examples_epilog
 from toonctl.cli.weights import weights_app
 
 app = typer.Typer(
     name="toonctl",
+    cls=Group,
     help="Generative cartoon interpolation (ToonCrafter): in-betweens from key drawings.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -42,12 +44,16 @@ def _root(
     """Generative cartoon interpolation (ToonCrafter): in-betweens from key drawings."""
 
 
-app.command(epilog=examples_epilog(interpolate_cmd.EXAMPLES))(interpolate_cmd.interpolate)
-app.command(epilog=examples_epilog(batch_cmd.EXAMPLES))(batch_cmd.batch)
-app.command("decode-bench", epilog=examples_epilog(decode_bench_cmd.EXAMPLES))(decode_bench_cmd.decode_bench)
-app.command("sketch-interp", epilog=examples_epilog(sketch_cmd.SKETCH_INTERP_EXAMPLES))(sketch_cmd.sketch_interp)
-app.command(epilog=examples_epilog(sketch_cmd.COLORIZE_EXAMPLES))(sketch_cmd.colorize)
-app.command(epilog=examples_epilog(sketch_cmd.SKETCH_EXAMPLES))(sketch_cmd.sketch)
+COMMANDS = [  # (name, function, examples); None: the function's name
+    (None, interpolate_cmd.interpolate, interpolate_cmd.EXAMPLES),
+    (None, batch_cmd.batch, batch_cmd.EXAMPLES),
+    ("decode-bench", decode_bench_cmd.decode_bench, decode_bench_cmd.EXAMPLES),
+    ("sketch-interp", sketch_cmd.sketch_interp, sketch_cmd.SKETCH_INTERP_EXAMPLES),
+    (None, sketch_cmd.colorize, sketch_cmd.COLORIZE_EXAMPLES),
+    (None, sketch_cmd.sketch, sketch_cmd.SKETCH_EXAMPLES),
+]
+for name, function, examples in COMMANDS:
+    app.command(name, cls=Command, epilog=examples_epilog(examples))(function)
 app.add_typer(weights_app, name="weights")
 
 

@@ -16,6 +16,7 @@ import typer
 
 from toonctl.cli import _options as opt
 from toonctl.cli._errors import EXIT_ERROR, handle_errors
+from toonctl.cli._help import Command, Group
 from toonctl.cli._output import Output, examples_epilog
 
 
@@ -37,6 +38,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing con
 
 
 weights_app = typer.Typer(
+    cls=Group,
     help="Download, import, convert, list and verify model weights.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -101,7 +103,7 @@ FETCH_EXAMPLES = [
 ]
 
 
-@weights_app.command(epilog=examples_epilog(FETCH_EXAMPLES))
+@weights_app.command(cls=Command, epilog=examples_epilog(FETCH_EXAMPLES))
 @handle_errors
 def fetch(
     sketch: Annotated[
@@ -153,7 +155,7 @@ IMPORT_EXAMPLES = [
 ]
 
 
-@weights_app.command("import", epilog=examples_epilog(IMPORT_EXAMPLES))
+@weights_app.command("import", cls=Command, epilog=examples_epilog(IMPORT_EXAMPLES))
 @handle_errors
 def import_(
     path: Annotated[Path, typer.Argument(help="model.ckpt, an official-layout .safetensors or a pruned file.")],
@@ -189,7 +191,7 @@ CONVERT_EXAMPLES = [
 ]
 
 
-@weights_app.command(epilog=examples_epilog(CONVERT_EXAMPLES))
+@weights_app.command(cls=Command, epilog=examples_epilog(CONVERT_EXAMPLES))
 @handle_errors
 def convert(
     path: Annotated[Path, typer.Argument(help="model.ckpt or an official-layout .safetensors.")],
@@ -214,7 +216,7 @@ LIST_EXAMPLES = [
 ]
 
 
-@weights_app.command("list", epilog=examples_epilog(LIST_EXAMPLES))
+@weights_app.command("list", cls=Command, epilog=examples_epilog(LIST_EXAMPLES))
 @handle_errors
 def list_(dest: DestOpt = None, json_output: opt.JsonOpt = False, quiet: opt.QuietOpt = False) -> None:
     """List the weights folder: official files, converted models, partial downloads."""
@@ -248,7 +250,7 @@ VERIFY_EXAMPLES = [
 ]
 
 
-@weights_app.command(epilog=examples_epilog(VERIFY_EXAMPLES))
+@weights_app.command(cls=Command, epilog=examples_epilog(VERIFY_EXAMPLES))
 @handle_errors
 def verify(
     path: Annotated[
