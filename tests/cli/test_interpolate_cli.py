@@ -140,7 +140,9 @@ def test_out_of_range_flags_are_usage_errors(tmp_path, keys):
                         ("--inbetweens", "15"), ("--fps", "0")]:  # fmt: skip
         result = invoke("interpolate", *keys[:2], "-o", tmp_path / "o.mp4", *MODEL_ARGS, flag, value)
         assert result.exit_code == 2, (flag, result.output)
-    assert invoke("interpolate", keys[0], "-o", tmp_path / "o.mp4", *MODEL_ARGS).exit_code == 1
+    one_key = invoke("interpolate", keys[0], "-o", tmp_path / "o.mp4", *MODEL_ARGS)
+    assert one_key.exit_code == 2 and "two or more key frames, got 1" in one_key.output
+    assert "internal error" not in one_key.output
 
 
 def test_weights_errors(tmp_path, keys, monkeypatch):

@@ -66,6 +66,8 @@ def test_sketch_interp_usage_and_input_errors(files, tmp_path, monkeypatch):
     enc = ["--sketch-encoder", files["encoder"]]
     assert "INDEX=PATH" in _error(invoke("sketch-interp", *keys, "--sketch", "five.png", "-o", out, *enc), 2)
     assert "give sketches" in _error(invoke("sketch-interp", *keys, "-o", out, *enc, *MODEL_ARGS), 2)
+    one_key = invoke("sketch-interp", keys[0], "--sketches", files["sketches"], "-o", out, *enc, *MODEL_ARGS)
+    assert "two or more key frames" in _error(one_key, 2)
     late = invoke("sketch-interp", *keys, "--sketch", f"16={files['keys'][0]}", "-o", out, *enc, *MODEL_ARGS)
     assert "output has 16 frames" in _error(late, 2)
     assert "polarity" in _error(invoke("sketch-interp", *keys, "--sketches", files["sketches"], "--polarity", "x",

@@ -17,6 +17,22 @@ MODEL = "Model"
 GENERATION = "Generation"
 OUTPUT = "Output"
 
+
+def _check_keyframes(paths: list[Path]) -> list[Path]:
+    if len(paths) < 2:
+        raise typer.BadParameter(f"give two or more key frames, got {len(paths)}")
+    return paths
+
+
+KeyframesArg = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="KEYFRAMES",
+        help="Key frames in order (two or more images).",
+        show_default=False,
+        callback=_check_keyframes,
+    ),
+]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="Text prompt.", rich_help_panel=GENERATION)]
 SeedOpt = Annotated[
     int, typer.Option("--seed", min=0, help="Random seed (same seed, same result).", rich_help_panel=GENERATION)

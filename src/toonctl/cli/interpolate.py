@@ -28,9 +28,7 @@ EXAMPLES = [
 
 @handle_errors
 def interpolate(
-    keyframes: Annotated[
-        list[Path], typer.Argument(help="Key frames in order (two or more images).", show_default=False)
-    ],
+    keyframes: opt.KeyframesArg,
     output: Annotated[
         Path,
         typer.Option(

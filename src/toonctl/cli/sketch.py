@@ -97,9 +97,7 @@ SKETCH_EXAMPLES = [
 
 @handle_errors
 def sketch_interp(
-    keyframes: Annotated[
-        list[Path], typer.Argument(help="Key frames in order (two or more images).", show_default=False)
-    ],
+    keyframes: opt.KeyframesArg,
     output: OutputOpt,
     sketch: SketchOpt = None,
     sketches: SketchesOpt = None,
