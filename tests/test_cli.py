@@ -43,7 +43,7 @@ def test_python_dash_m():
     assert result.returncode == 0 and __version__ in result.stdout
 
 
-def test_every_help_screen_shows_flags_without_a_type():
+def test_every_help_screen_is_tidy():
     """Flags take no value: the help must not print ``<bool>`` beside them (Typer does by default)."""
     import typer
     from typer.testing import CliRunner
@@ -58,6 +58,9 @@ def test_every_help_screen_shows_flags_without_a_type():
         result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0, (command, result.output)
         assert "--help" in result.output and "<bool>" not in result.output, command
+    # Docstring paragraphs are reflowed by Rich, not broken where the source wraps.
+    colorize = CliRunner().invoke(app, ["colorize", "--help"], env={"COLUMNS": "200"}).output
+    assert "it serves as both key frames of the first run" in colorize
     quiet_line = next(line for line in CliRunner().invoke(app, ["interpolate", "--help"]).output.splitlines()
                       if "--quiet" in line)  # fmt: skip
     assert "Print only the result." in quiet_line
