@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from toonctl.errors import InputImageError
 from toonctl.presets import InterpolateSettings, parse_size
 
 SETTINGS_FILE = "shot.yaml"
@@ -42,7 +43,7 @@ def discover_shots(shots_dir: Path, out_dir: Path, base: InterpolateSettings, su
     from toonctl.io.frames import list_frame_files, natural_key
 
     if not shots_dir.is_dir():
-        raise NotADirectoryError(f"shots folder not found: {shots_dir}")
+        raise InputImageError(f"shots folder not found: {shots_dir}", hint="SHOTS is a folder of shot folders")
     folders = sorted((p for p in shots_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
     shots = []
     for folder in folders:

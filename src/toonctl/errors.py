@@ -50,7 +50,7 @@ class CheckpointMismatchError(CheckpointError):
 
 
 class InputImageError(ToonctlError):
-    """An input image is missing, unreadable or unusable."""
+    """An input image (or a folder of them) is missing, unreadable or unusable."""
 
 
 class UnsupportedSizeError(ToonctlError, ValueError):

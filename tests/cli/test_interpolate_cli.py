@@ -251,6 +251,10 @@ def test_batch_resumes_and_reports_failures(tmp_path):
     result = invoke("batch", shots, "-o", out, "--format", "gif", *MODEL_ARGS)
     assert result.exit_code == 0
     assert "skipped" in result.stderr and "batch: 2 skipped" in result.stdout
+    # Wrong SHOTS folders are the user's errors, not internal ones.
+    assert "shots folder not found" in _error(invoke("batch", tmp_path / "nope", "-o", out, *MODEL_ARGS))
+    (tmp_path / "empty").mkdir()
+    assert "no shot folders" in _error(invoke("batch", tmp_path / "empty", "-o", out, *MODEL_ARGS))
 
 
 def test_batch_shell_script(tmp_path):
