@@ -95,7 +95,7 @@ def test_skip_existing(tmp_path, keys):
 
 def _error(result) -> str:
     assert result.exit_code == 1, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(lines) == 1, result.stderr
     return result.stderr
