@@ -145,12 +145,25 @@ def read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
     try:
         obj = _torch_load(path)
     except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
-            f"cannot read {path}: it is truncated, corrupt or not a PyTorch checkpoint ({reason})",
+            f"cannot read {path}: it is truncated, corrupt or not a PyTorch checkpoint ({_load_failure(exc)})",
             hint="re-download it (toonctl weights fetch) or check the path",
         ) from exc
     return _unwrap(obj, path)
+
+
+def _load_failure(exc: Exception) -> str:
+    """The useful part of a ``torch.load`` failure.
+
+    A refused weights-only load carries a page of advice (including re-running with ``weights_only=False``,
+    which toonctl never does); what went wrong is the text after ``WeightsUnpickler error:``.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
+        detail = detail.split(" Please use ")[0].strip()
+        return f"refused by the tensors-only loader: {detail}" if detail else "refused by the tensors-only loader"
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def _torch_load(path: Path) -> object:
