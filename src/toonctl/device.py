@@ -7,13 +7,24 @@ import torch
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def parse_device(name: str) -> torch.device:
+    """``torch.device(name)``, with a ``ValueError`` naming the usual choices for a misspelt one."""
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks the first CUDA device when there is one, else the CPU."""
+    """``"auto"`` picks the first CUDA device when there is one, else the CPU. Raises ``ValueError`` for an
+    unknown name or a CUDA device this machine does not have."""
     if name == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    device = parse_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import TINY_A, rel_error
+from toonctl.device import resolve_device
 from toonctl.models.attention import attention_backend
 from toonctl.pipelines.interpolate import InterpolationNoise, InterpolationPipeline
 from toonctl.pipelines.placement import ComponentPlacement, parse_device_map
@@ -55,6 +56,12 @@ def test_placement_errors():
     assert parse_device_map("unet=cuda:1, vae=cuda:0") == {"unet": "cuda:1", "vae": "cuda:0"}
     with pytest.raises(ValueError, match="component=device"):
         parse_device_map("unet")
+    with pytest.raises(ValueError, match="unknown component 'unet2'"):
+        parse_device_map("unet2=cpu")
+    with pytest.raises(ValueError, match="unknown device 'cpux'"):
+        parse_device_map("unet=cpux")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
 
 
 def test_released_encoders_with_precomputed_conditions(reference):

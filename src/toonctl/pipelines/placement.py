@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from toonctl.device import release_memory
+from toonctl.device import parse_device, release_memory
 
 OFFLOAD_MODES = ("none", "model", "sequential")
 COMPONENT_NAMES = ("unet", "vae", "text_encoder", "image_encoder", "image_proj")
@@ -100,8 +100,10 @@ def parse_device_map(text: str | None) -> dict[str, str]:
         return {}
     result = {}
     for item in text.split(","):
-        name, sep, device = item.partition("=")
-        if not sep or not name.strip() or not device.strip():
+        name, sep, device = (part.strip() for part in item.partition("="))
+        if not sep or not name or not device:
             raise ValueError(f"device map entries look like component=device, got {item!r}")
-        result[name.strip()] = device.strip()
+        if name not in COMPONENT_NAMES:
+            raise ValueError(f"unknown component {name!r} in the device map; known: {', '.join(COMPONENT_NAMES)}")
+        result[name] = str(parse_device(device))
     return result
