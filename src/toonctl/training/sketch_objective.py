@@ -177,7 +177,7 @@ class MaskedSketchControl:
         self.text_tokens = text_tokens
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> list[torch.Tensor] | None:
-        """``x`` ``(B, 4, T, h, w)``, ``t`` ``(B,)``, ``context`` ``(B, L, C)`` -> ``(B*T, C_i, h_i, w_i)`` residuals."""
+        """``x`` ``(B, 4, T, h, w)``, ``t`` ``(B,)``, ``context`` ``(B, L, C)`` -> ``(B*T, C_i, h_i, w_i)`` each."""
         b, _, frames, h, w = x.shape
         if (b, frames) != tuple(self.mask.shape):
             raise ValueError(f"the latent has (B, T) = {(b, frames)}, the sketch mask {tuple(self.mask.shape)}")
