@@ -177,3 +177,48 @@ def test_full_size_export_keys_match_the_release():
     exported = {k: tuple(v.shape) for k, v in unwrap(encoder).state_dict().items()}
     assert exported == expected
     assert sum(v.numel() for v in encoder.state_dict().values()) == 364_227_952
+
+
+def test_exported_encoder_runs_in_sketch_interp(pipe, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from conftest import TINY_A, draw_key
+    from toonctl.cli.app import app
+
+    encoder = new_sketch_encoder(pipe.unet)
+    with torch.no_grad():  # a trained encoder: non-zero outputs
+        for p in encoder.parameters():
+            p.add_(0.01)
+    path = save_sketch_encoder(encoder, tmp_path / "sketch_encoder.ckpt")
+    keys = [draw_key(tmp_path / f"key{i}.png", 20 + 120 * i) for i in range(2)]
+    Image.new("L", (256, 128), 255).save(tmp_path / "sketch.png")
+    model = ["--weights", TINY_A / "model.safetensors", "--config", TINY_A / "config.yaml", "--device", "cpu"]
+    args = [*keys, "--sketch", f"2={tmp_path / 'sketch.png'}", "--sketch-encoder", path, "-n", "5", "--steps", "2"]
+    args += ["--size", "32x64", "-o", f"{tmp_path / 'out'}/", "-q", *model]
+    result = CliRunner().invoke(app, ["sketch-interp", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out").glob("frame_*.png"))) == 7
+
+
+def test_folder_sketches_are_read_by_source_frame(tmp_path):
+    from PIL import Image
+
+    from toonctl.errors import DataError
+    from toonctl.training.sketch_objective import read_folder_sketches, sketch_folder_for
+
+    clip = tmp_path / "shot.mp4"
+    folder = sketch_folder_for(clip)
+    assert folder == tmp_path / "sketches" / "shot"
+    folder.mkdir(parents=True)
+    for i in (3, 5, 7):
+        picture = Image.new("L", (64, 32), 255)  # black lines on white: inverted to white on black
+        picture.paste(0, (i, 0, i + 2, 32))
+        picture.save(folder / f"{i:04d}.png")
+    hints = read_folder_sketches(clip, [3, 5, 7], (32, 64))
+    assert hints.shape == (1, 3, 32, 64)
+    assert hints[0, 1, :, 5:7].min() == 1 and hints[0, 1, :, 20:].max() == 0
+    with pytest.raises(DataError, match=r"no sketch for frames \[4\]"):
+        read_folder_sketches(clip, [3, 4], (32, 64))
+    with pytest.raises(DataError, match="no sketch folder"):
+        read_folder_sketches(tmp_path / "other.mp4", [0], (32, 64))
