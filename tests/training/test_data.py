@@ -84,7 +84,7 @@ def test_sample_from_a_video_and_a_frame_folder(tmp_path):
         stride = sample["frame_stride"]
         assert sample["fps"] == fps // stride and sample["skipped"] == []
         got = [index_of(sample["video"][:, i]) for i in range(4)]
-        assert [b - a for a, b in zip(got, got[1:])] == [stride] * 3
+        assert [b - a for a, b in zip(got, got[1:], strict=False)] == [stride] * 3
     assert dataset[SampleKey(0, 5)]["caption"] == "ball"
     same = dataset[SampleKey(1, 5)]["video"]
     assert torch.equal(same, dataset[SampleKey(1, 5)]["video"])  # the seed fixes every choice
@@ -140,7 +140,7 @@ def test_loader_with_workers_gives_the_same_batches(tmp_path):
     for workers in (0, 1):
         loader = iter(make_loader(dataset, StreamSampler(1, batch_size=2, seed=7), num_workers=workers))
         batches.append([next(loader) for _ in range(2)])
-    for (a, _), (b, skipped) in zip(*batches):
+    for (a, _), (b, skipped) in zip(*batches, strict=True):
         assert torch.equal(a.video, b.video) and torch.equal(a.fs, b.fs) and skipped == []
     batch, _ = collate([dataset[0], dataset[0]])
     assert batch.video.shape == (2, 3, 4, 32, 64) and batch.prompts == ["x", "x"]
