@@ -38,6 +38,7 @@ from toonctl.training.discriminator import (
     generator_loss,
     hinge_d_loss,
 )
+from toonctl.training.engine import BaseObjective, LossResult
 
 DEFAULT_LR = 4.5e-6
 DEFAULT_BATCH_SIZE = 16
@@ -214,7 +215,7 @@ def frames_of(video: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- objective
 
 
-class DecoderObjective:
+class DecoderObjective(BaseObjective):
     """The ``decoder`` objective of the trainer (see the module docstring).
 
     Args:
@@ -224,9 +225,11 @@ class DecoderObjective:
         disc_start: the first step with the adversarial term.
         disc_weight: the factor on the adaptive weight.
         encode_batch: frames per encoder call (memory bound; the encoder is per-frame anyway).
+        validation_clips: held-out ``(1, 3, T, H, W)`` clips for ``validate`` (decode-bench's metrics).
     """
 
     name = "decoder"
+    default_learning_rate = DEFAULT_LR
 
     def __init__(
         self,
@@ -237,6 +240,7 @@ class DecoderObjective:
         disc_start: int = DEFAULT_DISC_START,
         disc_weight: float = DEFAULT_DISC_WEIGHT,
         encode_batch: int = 16,
+        validation_clips: list[torch.Tensor] | None = None,
     ) -> None:
         self.vae = vae
         self.decoder = vae.decoder
@@ -245,6 +249,7 @@ class DecoderObjective:
         self.disc_start = disc_start
         self.disc_weight = disc_weight
         self.encode_batch = encode_batch
+        self.validation_clips = list(validation_clips or [])
         self._last: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (id of the video, target, recon)
         for module in self.frozen_modules().values():
             module.requires_grad_(False)
@@ -265,6 +270,73 @@ class DecoderObjective:
 
     def frozen_modules(self) -> dict[str, nn.Module]:
         return {"encoder": self.vae.encoder, "quant_conv": self.vae.quant_conv, "perceptual": self.perceptual}
+
+    def compute_loss(self, batch, generator: torch.Generator | None) -> LossResult:
+        result = self.step_loss(batch, generator, step=self.training_step)
+        return LossResult(result.loss, result.logs)
+
+    def discriminator_loss(self, batch, generator: torch.Generator | None, step: int) -> LossResult:
+        loss, logs = self.discriminator_step_loss(batch, generator, step=step)
+        self.training_step = step + 1  # the engine calls this at the end of step ``step``
+        return LossResult(loss, logs)
+
+    @property
+    def training_step(self) -> int:
+        """The step the next ``compute_loss`` belongs to (kept in the discriminator: checkpointed with it)."""
+        if self.discriminator is None:
+            return 0
+        return int(_unwrap(self.discriminator).training_step)
+
+    @training_step.setter
+    def training_step(self, step: int) -> None:
+        if self.discriminator is not None:
+            _unwrap(self.discriminator).training_step.fill_(step)
+
+    def settings(self) -> dict:
+        return {
+            "perceptual": self.perceptual.kind,
+            "disc_start": self.disc_start,
+            "disc_weight": self.disc_weight,
+            "discriminator": self.discriminator is not None,
+        }
+
+    def summary(self) -> str:
+        decoder = _unwrap(self.decoder)
+        trained = sum(p.numel() for p in decoder.parameters() if p.requires_grad)
+        disc = sum(p.numel() for p in _unwrap(self.discriminator).parameters()) if self.discriminator else 0
+        frozen = sum(p.numel() for p in self.vae.encoder.parameters()) + self.vae.quant_conv.weight.numel()
+        return (
+            f"decoder: {trained:,} trainable parameters (the decoder) + {disc:,} (discriminator); "
+            f"frozen encoder {frozen:,}; perceptual term: {self.perceptual.kind}"
+        )
+
+    def validate(self, step: int, folder: Path) -> list[Path]:
+        """decode-bench's PSNR/SSIM (LPIPS when in use) of the held-out clips, posterior mean, as JSON."""
+        import json
+
+        from toonctl.metrics import psnr, ssim, to_unit
+
+        if not self.validation_clips:
+            return []
+        rows = []
+        for index, clip in enumerate(self.validation_clips):
+            zero = DecoderDraws(torch.zeros(clip.shape[0], clip.shape[2], 1, 1, 1))  # the posterior mean
+            z, references = self.encode(clip, zero)
+            recon = frames_of(self.reconstruct(z, references)).cpu()
+            target = frames_of(clip.float()).cpu()
+            row = {"clip": index, "psnr": psnr(to_unit(recon), to_unit(target)).mean().item()}
+            row["ssim"] = ssim(to_unit(recon), to_unit(target)).mean().item()
+            if self.perceptual.lpips is not None:
+                lpips = self.perceptual.lpips
+                row["lpips"] = lpips(recon.to(lpips.shift.device), target.to(lpips.shift.device)).mean().item()
+            rows.append(row)
+        means = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "clip"}
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"step-{step:07d}.json"
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps({"step": step, "mean": means, "clips": rows}, indent=1), encoding="utf-8")
+        partial.replace(path)
+        return [path]
 
     # -- the data flow
 
@@ -306,9 +378,7 @@ class DecoderObjective:
         return self.decoder(fold_frames(z).to(dtype), refs, z.shape[2]).float()
 
     def _last_layer(self) -> torch.Tensor:
-        from toonctl.training.sketch_objective import unwrap
-
-        return unwrap(self.decoder).conv_out.weight  # the official get_last_layer(): decoder.conv_out.weight
+        return _unwrap(self.decoder).conv_out.weight  # the official get_last_layer(): decoder.conv_out.weight
 
     def step_loss(
         self, batch, generator: torch.Generator | None = None, *, step: int = 0, draws: DecoderDraws | None = None
@@ -332,9 +402,11 @@ class DecoderObjective:
         logs = {"l1": l1.item(), self.perceptual.kind: perceptual.item(), "disc_factor": disc_factor}
         loss = rec_loss
         if self.discriminator is not None:
-            self.discriminator.requires_grad_(False)  # its gradient comes from discriminator_loss only
-            g_loss = generator_loss(self.discriminator(frames_of(recon)))
-            self.discriminator.requires_grad_(True)
+            # The bare module (no DDP hooks) with its parameters off the graph: the discriminator's gradient
+            # comes from discriminator_loss only.
+            critic = _unwrap(self.discriminator).requires_grad_(False)
+            g_loss = generator_loss(critic(frames_of(recon)))
+            critic.requires_grad_(True)
             if disc_factor > 0 and torch.is_grad_enabled():
                 d_weight = adaptive_weight(rec_loss, g_loss, self._last_layer(), self.disc_weight)
             else:
@@ -370,11 +442,15 @@ class DecoderObjective:
         return export_decoder(self.decoder, base_weights, destination)
 
 
-def decoder_replacements(decoder: nn.Module) -> dict[str, torch.Tensor]:
-    """``{official key: fp32 tensor}`` of the decoder (``first_stage_model.decoder.*``)."""
+def _unwrap(module: nn.Module) -> nn.Module:
     from toonctl.training.sketch_objective import unwrap
 
-    state = unwrap(decoder).state_dict()
+    return unwrap(module)
+
+
+def decoder_replacements(decoder: nn.Module) -> dict[str, torch.Tensor]:
+    """``{official key: fp32 tensor}`` of the decoder (``first_stage_model.decoder.*``)."""
+    state = _unwrap(decoder).state_dict()
     return {DECODER_PREFIX + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
 

@@ -49,6 +49,9 @@ class PatchDiscriminator(nn.Module):
             ]
         layers.append(nn.Conv2d(channels * mult, 1, 4, stride=1, padding=1))
         self.main = nn.Sequential(*layers)
+        # The training step the adversarial terms are at: saved with the discriminator in every checkpoint, so
+        # a resumed run knows whether the generator's adversarial term is on before its first discriminator step.
+        self.register_buffer("training_step", torch.zeros((), dtype=torch.long))
         self.reset_parameters()
 
     @torch.no_grad()

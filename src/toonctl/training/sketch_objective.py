@@ -39,6 +39,7 @@ from torch import nn
 
 from toonctl.models import fold_frames
 from toonctl.models.sketch_encoder import SketchEncoder, SketchEncoderConfig
+from toonctl.training.engine import BaseObjective, LossResult
 from toonctl.training.sparse_sketches import SparsePattern, draw_hint_mask
 
 DEFAULT_LR = 5e-5  # the paper's (training-spec §4.1)
@@ -309,7 +310,7 @@ class SketchLoss:
     diffusion: object
 
 
-class SketchEncoderObjective:
+class SketchEncoderObjective(BaseObjective):
     """The ``sketch-encoder`` objective of the trainer (see the module docstring).
 
     Args:
@@ -324,6 +325,7 @@ class SketchEncoderObjective:
 
     name = "sketch-encoder"
     discriminator = None
+    default_learning_rate = DEFAULT_LR
 
     def __init__(
         self,
@@ -359,6 +361,26 @@ class SketchEncoderObjective:
         if self.sketches is not None:
             frozen["sketch_extractor"] = self.sketches.extractor
         return frozen
+
+    def compute_loss(self, batch, generator: torch.Generator | None) -> LossResult:
+        result = self.step_loss(batch, generator)
+        return LossResult(result.loss, result.logs)
+
+    def settings(self) -> dict:
+        from dataclasses import asdict
+
+        return {
+            "pattern": asdict(self.pattern),
+            "uncond_prob": self.uncond_prob,
+            "context": self.context,
+            "sketch_load_size": self.sketches.load_size if self.sketches is not None else None,
+        }
+
+    def summary(self) -> str:
+        trained = sum(p.numel() for p in self.encoder.parameters() if p.requires_grad)
+        frozen = {n: sum(p.numel() for p in m.parameters()) for n, m in self.frozen_modules().items()}
+        shown = ", ".join(f"{n} {c:,}" for n, c in frozen.items())
+        return f"sketch-encoder: {trained:,} trainable parameters (the sketch encoder); frozen: {shown}"
 
     def hints_for(self, batch) -> torch.Tensor:
         """The batch's hints, or the extractor's from its frames."""
