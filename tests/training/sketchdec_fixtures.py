@@ -41,3 +41,27 @@ def tiny_batch(num_frames: int = T, **fields):
     from toonctl.training.objective import TrainingBatch
 
     return TrainingBatch(video=tiny_clip(num_frames), prompts=["a ball"], fs=torch.tensor([10]), **fields)
+
+
+def write_clips(folder, count: int = 2, frames: int = 6):
+    """``count`` small mp4 clips of the disc moving (32x64, 12 fps) with captions."""
+    import numpy as np
+
+    from toonctl.io.video import write_frames
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        video = tiny_clip(frames + i, seed=i)[0]  # (3, T, H, W)
+        pixels = ((video.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        write_frames(np.ascontiguousarray(pixels), folder / f"shot{i}.mp4", fps=12)
+        (folder / f"shot{i}.txt").write_text("a red ball")
+    return folder
+
+
+def train_settings(run, **overrides):
+    from toonctl.training.engine import TrainSettings
+
+    values = dict(output_dir=run, max_steps=4, batch_size=1, effective_batch=1, checkpoint_every=2,
+                  keep_checkpoints=2, log_every=1, num_workers=0, cpu=True)  # fmt: skip
+    values.update(overrides)
+    return TrainSettings(**values)
