@@ -36,19 +36,19 @@ def run(clips, folder, resume=False, **overrides):
 
 
 def test_resume_across_the_discriminator_start_continues_exactly(clips, tmp_path):
-    straight = run(clips, tmp_path / "straight")
+    straight = run(clips, tmp_path / "straight", max_steps=3)
     run(clips, tmp_path / "split", max_steps=2)
-    resumed = run(clips, tmp_path / "split", resume=True)
+    resumed = run(clips, tmp_path / "split", resume=True, max_steps=3)
     for name in ("model.safetensors", "model_1.safetensors"):  # the decoder, the discriminator
         a = load_file(str(straight.checkpoint / name))
         b = load_file(str(resumed.checkpoint / name))
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-7)
-    assert int(a["training_step"]) == 4
+    assert int(a["training_step"]) == 3
     rows = read_metrics_csv(tmp_path / "split" / "logs" / "metrics.csv")
     straight_rows = read_metrics_csv(tmp_path / "straight" / "logs" / "metrics.csv")
     for column in ("loss", "l1", "disc_loss"):
         assert [r[column] for r in rows] == pytest.approx([r[column] for r in straight_rows], abs=1e-7)
-    assert [r["disc_factor"] for r in rows] == [0, 0, 1, 1]
-    assert [r["d_weight"] > 0 for r in rows] == [False, False, True, True]
+    assert [r["disc_factor"] for r in rows] == [0, 0, 1]
+    assert [r["d_weight"] > 0 for r in rows] == [False, False, True]
