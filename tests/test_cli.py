@@ -52,8 +52,9 @@ def test_every_help_screen_is_tidy():
 
     root = typer.main.get_command(app)
     commands = [[]] + [[name] for name in root.commands]
-    commands += [["weights", name] for name in root.commands["weights"].commands]
-    assert len(commands) == 1 + 7 + 5
+    for group in ("weights", "train"):
+        commands += [[group, name] for name in root.commands[group].commands]
+    assert len(commands) == 1 + 8 + 5 + 2
     for command in commands:
         result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0, (command, result.output)

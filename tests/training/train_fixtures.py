@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import torch
 
 from conftest import TINY_A
@@ -12,6 +15,18 @@ def load_tiny_pipe():
     from toonctl.pipelines.interpolate import InterpolationPipeline
 
     return InterpolationPipeline.from_checkpoint(TINY_A / "model.safetensors", TINY_A / "config.yaml")
+
+
+@functools.cache
+def _tiny_unet():
+    from toonctl.weights import load_weights
+
+    return load_weights(TINY_A / "model.safetensors", TINY_A / "config.yaml", components=["unet"])["unet"]
+
+
+def load_tiny_unet():
+    """A fresh copy of the tiny-a UNet alone (float32, CPU)."""
+    return copy.deepcopy(_tiny_unet())
 
 
 def moving_square_clip(batch: int = 1, frames: int = 8, size: tuple[int, int] = (32, 64)) -> torch.Tensor:

@@ -86,7 +86,6 @@ class BaseObjective:
     Optional hooks the engine calls when present:
 
     * ``default_learning_rate`` (float): used when the run gives no ``--lr``;
-    * ``settings() -> dict``: the objective's own settings, stored in the run's config snapshot;
     * ``enable_gradient_checkpointing()``: the ``--gradient-checkpointing`` switch;
     * ``validate(step, folder) -> list[Path]``: called on the main process every ``--validation-every``
       steps with the unwrapped modules in eval mode under ``torch.no_grad``;
@@ -102,9 +101,6 @@ class BaseObjective:
 
     def discriminator_loss(self, batch, generator: torch.Generator | None, step: int) -> LossResult:
         raise NotImplementedError(f"{self.name} has no discriminator")
-
-    def settings(self) -> dict[str, Any]:
-        return {}
 
     def enable_gradient_checkpointing(self) -> None:
         for module in self.trainable_modules().values():  # type: ignore[attr-defined]
@@ -513,7 +509,9 @@ class _Discriminator:
         if module is None:
             return None
         module.to(accelerator.device).train()
-        optimizer = _optimizer([p for p in module.parameters() if p.requires_grad], lr, settings, accelerator, Reporter())
+        optimizer = _optimizer(
+            [p for p in module.parameters() if p.requires_grad], lr, settings, accelerator, Reporter()
+        )
         module, optimizer = accelerator.prepare(module, optimizer)
         objective.discriminator = module
         return cls(optimizer)

@@ -254,3 +254,36 @@ def summarize_trainable(pipe, spec: str = "") -> TrainableSummary:
 def trainable_parameters(*modules: nn.Module | None) -> list[nn.Parameter]:
     """The parameters with ``requires_grad`` of ``modules`` (what the optimizer gets)."""
     return [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+
+
+# -- LoRA settings (applied by ``toonctl.training.lora``) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA adapter on the UNet's spatial layers (the light alternative to a preset).
+
+    Attributes:
+        rank: r, the inner dimension of each ``B @ A`` update.
+        alpha: the update is scaled by ``alpha / rank`` (peft's ``lora_alpha``).
+        dropout: dropout on the adapter's input during training (peft's ``lora_dropout``).
+        convs: also adapt the spatial ResBlocks' 3x3 convolutions (``in_layers.2``, ``out_layers.3``), not only
+            the spatial attention projections.
+    """
+
+    rank: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0
+    convs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise TrainableSpecError(f"LoRA rank must be at least 1, got {self.rank}")
+        if self.alpha <= 0:
+            raise TrainableSpecError(f"LoRA alpha must be positive, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise TrainableSpecError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
