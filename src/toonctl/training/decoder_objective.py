@@ -222,6 +222,7 @@ class DecoderObjective(BaseObjective):
         vae: the ``AutoencoderKLDualRef``; its encoder and ``quant_conv`` are frozen, its decoder trains.
         perceptual: the perceptual term (``PerceptualLoss()``: LPIPS if found, else SSIM).
         discriminator: the PatchGAN (None: a fresh ``PatchDiscriminator``).
+        adversarial: False trains without any discriminator (L1 + perceptual only).
         disc_start: the first step with the adversarial term.
         disc_weight: the factor on the adaptive weight.
         encode_batch: frames per encoder call (memory bound; the encoder is per-frame anyway).
@@ -237,6 +238,7 @@ class DecoderObjective(BaseObjective):
         *,
         perceptual: nn.Module | None = None,
         discriminator: nn.Module | None = None,
+        adversarial: bool = True,
         disc_start: int = DEFAULT_DISC_START,
         disc_weight: float = DEFAULT_DISC_WEIGHT,
         encode_batch: int = 16,
@@ -245,7 +247,7 @@ class DecoderObjective(BaseObjective):
         self.vae = vae
         self.decoder = vae.decoder
         self.perceptual = perceptual if perceptual is not None else PerceptualLoss()
-        self.discriminator = discriminator if discriminator is not None else PatchDiscriminator()
+        self.discriminator = (discriminator or PatchDiscriminator()) if adversarial else None
         self.disc_start = disc_start
         self.disc_weight = disc_weight
         self.encode_batch = encode_batch
@@ -459,3 +461,95 @@ def export_decoder(decoder: nn.Module, base_weights: str | Path, destination: st
     from toonctl.training.export import export_checkpoint
 
     return export_checkpoint(base_weights, decoder_replacements(decoder), destination)
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """What ``toonctl train decoder`` trains (the run's ``objective_settings``; ``from_settings`` rebuilds it).
+
+    Attributes:
+        weights: the official-layout checkpoint whose VAE is trained (and exported into).
+        config: its model config (None: found beside it).
+        init: ``continue`` (the released decoder) or ``image-decoder`` (``image_decoder_init``).
+        image_decoder: with ``image-decoder``: a file holding a plain KL-f8 decoder (``read_image_decoder``);
+            None takes the 2-D part of the checkpoint's own decoder.
+        perceptual: ``lpips`` or ``ssim`` (decided when the run starts, so a resume cannot switch silently).
+        lpips_dir: where the LPIPS weights are (None: ``find_lpips_weights``' places).
+        adversarial: train with the discriminator.
+        disc_start, disc_weight: when the adversarial term starts, and its factor.
+    """
+
+    weights: str
+    config: str | None = None
+    init: str = "continue"
+    image_decoder: str | None = None
+    perceptual: str = "lpips"
+    lpips_dir: str | None = None
+    adversarial: bool = True
+    disc_start: int = DEFAULT_DISC_START
+    disc_weight: float = DEFAULT_DISC_WEIGHT
+
+    def __post_init__(self) -> None:
+        if self.init not in INIT_CHOICES:
+            raise ValueError(f"init must be one of {', '.join(INIT_CHOICES)}, got {self.init!r}")
+        if self.perceptual not in ("lpips", "ssim"):
+            raise ValueError(f"perceptual must be lpips or ssim, got {self.perceptual!r}")
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def perceptual_kind(lpips_dir: str | Path | None = None) -> tuple[str, str]:
+    """``("lpips", "")`` when the LPIPS weights are on disk, else ``("ssim", why not)``."""
+    from toonctl.metrics import find_lpips_weights
+
+    found = find_lpips_weights(lpips_dir)
+    return ("lpips", "") if found.available else ("ssim", found.reason)
+
+
+def load_objective(
+    settings: DecoderSettings, validation_clips: list[torch.Tensor] | None = None, *, for_export: bool = False
+) -> DecoderObjective:
+    """Load the VAE of ``settings.weights`` (fp32, on the CPU: the engine places it) and build the objective
+    (``for_export``: without the perceptual network, which export does not need).
+
+    Raises:
+        CheckpointError: unreadable weights or image decoder. ToonctlError: LPIPS asked for but not found.
+    """
+    from toonctl.errors import ToonctlError
+    from toonctl.weights import config_for, load_weights
+
+    config = config_for(Path(settings.weights), settings.config)
+    vae = load_weights(settings.weights, config, components=["vae"], dtype=torch.float32)["vae"]
+    if settings.init == "image-decoder":
+        source = read_image_decoder(settings.image_decoder) if settings.image_decoder else None
+        try:
+            image_decoder_init(vae.decoder, source)
+        except ValueError as exc:
+            from toonctl.errors import CheckpointMismatchError
+
+            raise CheckpointMismatchError(f"{settings.image_decoder}: {exc}") from None
+    use_lpips = settings.perceptual == "lpips" and not for_export
+    if use_lpips:
+        kind, reason = perceptual_kind(settings.lpips_dir)
+        if kind != "lpips":
+            raise ToonctlError(f"this run uses LPIPS but {reason}", hint="pass --lpips-dir, or start a new run")
+    perceptual = PerceptualLoss(settings.lpips_dir, use_lpips=use_lpips, quiet=True)
+    return DecoderObjective(
+        vae,
+        perceptual=perceptual,
+        adversarial=settings.adversarial,
+        disc_start=settings.disc_start,
+        disc_weight=settings.disc_weight,
+        validation_clips=validation_clips,
+    )
+
+
+def from_settings(values: dict) -> DecoderObjective:
+    """The objective of a run's ``objective_settings`` (``toonctl train export``)."""
+    return load_objective(DecoderSettings(**values), for_export=True)

@@ -414,7 +414,8 @@ class SketchEncoderObjective(BaseObjective):
         return SketchLoss(loss=result.loss, logs=logs, hint_mask=mask, diffusion=result)
 
     def export(self, destination: str | Path, base_weights: str | Path | None = None) -> Path:
-        """Write the encoder as the official ``sketch_encoder.ckpt`` (see ``save_sketch_encoder``)."""
+        """Write the encoder as the official ``sketch_encoder.ckpt`` (see ``save_sketch_encoder``); the base
+        model is not part of it (``sketch-interp`` takes the two files)."""
         return save_sketch_encoder(self.encoder, destination)
 
 
@@ -445,3 +446,76 @@ def save_sketch_encoder(encoder: nn.Module, destination: str | Path) -> Path:
         torch.save(state, partial)
     partial.replace(destination)
     return destination
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class SketchSettings:
+    """What ``toonctl train sketch-encoder`` trains (the run's ``objective_settings``; ``from_settings``
+    rebuilds the objective from them).
+
+    Attributes:
+        weights: the interpolation model's official-layout checkpoint (frozen).
+        config: its model config (None: found beside it).
+        encoder: an existing ``sketch_encoder.ckpt`` to continue from; None: ControlNet-style from the UNet.
+        extractor: ``sketch_extractor.pth`` that makes the sketches from the clips' frames.
+        sketch_size: the extractor's square processing size (512: Anime2Sketch's).
+        sketch_cache: a folder caching each clip's sketches (None: no cache).
+        bisection_prob, min_depth, max_depth, include_keyframes: the sparse pattern (``SparsePattern``).
+        uncond_prob: the CFG dropout p.
+        context: the encoder's context (``"text"`` or ``"all"``).
+    """
+
+    weights: str
+    config: str | None = None
+    encoder: str | None = None
+    extractor: str | None = None
+    sketch_size: int = 512
+    sketch_cache: str | None = None
+    bisection_prob: float = 0.8
+    min_depth: int = 1
+    max_depth: int = 4
+    include_keyframes: bool = False
+    uncond_prob: float = 0.05
+    context: str = "text"
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @property
+    def pattern(self) -> SparsePattern:
+        return SparsePattern(self.bisection_prob, self.min_depth, self.max_depth, self.include_keyframes)
+
+
+def load_objective(settings: SketchSettings, *, with_extractor: bool = True) -> SketchEncoderObjective:
+    """Load the frozen model, the encoder to train and (``with_extractor``) the sketch extractor, fp32 on the
+    CPU (the engine places them)."""
+    from toonctl.models.sketch_encoder import load_sketch_encoder
+    from toonctl.models.sketch_extractor import load_sketch_extractor
+    from toonctl.pipelines.interpolate import InterpolationPipeline
+
+    pattern = settings.pattern  # checks the numbers before anything loads
+    pipe = InterpolationPipeline.from_checkpoint(settings.weights, settings.config, device="cpu", dtype=torch.float32)
+    if settings.encoder is not None:
+        encoder = load_sketch_encoder(settings.encoder, SketchEncoderConfig.for_unet(pipe.config.unet))
+        encoder = encoder.train().requires_grad_(True)
+    else:
+        encoder = new_sketch_encoder(pipe.unet)
+    sketches = None
+    if with_extractor:
+        if settings.extractor is None:
+            raise ValueError("the sketch objective needs a sketch extractor to make its sketches")
+        extractor = load_sketch_extractor(settings.extractor)
+        sketches = ExtractedSketches(extractor, load_size=settings.sketch_size, cache_dir=settings.sketch_cache)
+    return SketchEncoderObjective(
+        pipe, encoder, sketches=sketches, pattern=pattern, uncond_prob=settings.uncond_prob, context=settings.context
+    )
+
+
+def from_settings(values: dict) -> SketchEncoderObjective:
+    """The objective of a run's ``objective_settings`` (``toonctl train export``: no extractor needed)."""
+    return load_objective(SketchSettings(**values), with_extractor=False)
