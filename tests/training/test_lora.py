@@ -31,7 +31,7 @@ def train_adapter(spec, steps: int = 3):
     add_lora(pipe.unet, spec)
     params = [p for p in pipe.unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-2)
-    batch = tiny_batch(frames=8)
+    batch = tiny_batch()
     for step in range(steps):
         loss = interpolation_loss(pipe, batch, tiny_draws(batch, seed=step)).loss
         optimizer.zero_grad(set_to_none=True)

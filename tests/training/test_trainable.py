@@ -83,7 +83,7 @@ def test_rectify_training_keeps_frozen_weights_and_fits_one_clip():
     params = [*pipe.unet.parameters(), *pipe.image_proj.parameters()]
     optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
 
-    batch = tiny_batch(frames=8)
+    batch = tiny_batch()
     eval_draws = [tiny_draws(batch, seed=1000 + i) for i in range(3)]
 
     def eval_loss() -> float:
