@@ -116,3 +116,15 @@ def test_gradient_checkpointing_changes_nothing(pipe):
     assert torch.equal(ckpt_out, plain_out)
     for key, grad in plain_grads.items():
         assert_rel_close(ckpt_grads[key], grad, COMPONENT_TOL * 1e-2, key)
+
+
+def test_cached_posteriors_give_the_same_loss(pipe):
+    from toonctl.training.objective import TrainingBatch, encode_posterior, interpolation_loss
+
+    batch = tiny_batch()
+    draws = tiny_draws(batch)
+    cached = TrainingBatch(
+        video=batch.video, prompts=batch.prompts, fs=batch.fs, posterior=encode_posterior(pipe, batch.video)
+    )
+    with torch.no_grad():
+        assert torch.equal(interpolation_loss(pipe, cached, draws).loss, interpolation_loss(pipe, batch, draws).loss)
