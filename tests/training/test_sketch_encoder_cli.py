@@ -3,6 +3,8 @@ extractor, export to the released file layout, and clear errors."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -64,3 +66,28 @@ def test_missing_files_are_clear_errors(files, tmp_path):
     assert result.exit_code == 2 and "--encoder" in result.output
     result = invoke(*args, "--sketch-extractor", files["extractor"], "--context", "everything")
     assert result.exit_code == 2 and "--context" in result.output
+
+
+def test_sketches_from_folders_beside_the_clips(files, tmp_path):
+    from PIL import Image
+
+    from toonctl.io.clips import discover_clips
+
+    clips = write_clips(tmp_path / "clips")
+    args = ["train", "sketch-encoder", clips, *MODEL, *SMALL, "--sketches", "folder"]
+    result = invoke(
+        *args, "-o", tmp_path / "none"
+    )  # no sketches yet: every clip is unusable, reported before the model loads
+    assert result.exit_code == 1 and "no sketch folder" in result.stderr
+
+    for clip in sorted(clips.glob("*.mp4")):
+        folder = clips / "sketches" / clip.stem
+        folder.mkdir(parents=True)
+        for i in range(8):
+            Image.new("L", (64, 64), 255 - 20 * i).save(folder / f"{i:04d}.png")
+    assert [r.path.name for r in discover_clips([clips])] == ["shot0.mp4", "shot1.mp4"]  # sketches/ is no clip
+    run = tmp_path / "run"
+    result = invoke(*args, "-o", run, "--max-steps", "1", "--effective-batch", "1")
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["sketch_folders"] is True and config["objective_settings"]["extractor"] is None

@@ -51,6 +51,8 @@ class DataSettings:
         stride: (min, max) frame stride, both inclusive.
         fit: ``crop``, ``pad`` or ``resize`` (see ``toonctl.io.frames.fit_image``).
         default_fps: the frame rate of clips that have none (folders of frames).
+        sketch_folders: also read each frame's sketch from the clip's ``sketches/`` folder (``"hints"``, for
+            the sketch-encoder objective; ``toonctl.training.sketch_objective.read_folder_sketches``).
     """
 
     size: tuple[int, int] = (320, 512)
@@ -58,6 +60,7 @@ class DataSettings:
     stride: tuple[int, int] = DEFAULT_STRIDE
     fit: str = "crop"
     default_fps: float = DEFAULT_FPS
+    sketch_folders: bool = False
 
     def __post_init__(self) -> None:
         low, high = self.stride
@@ -191,13 +194,19 @@ class ClipDataset(Dataset):
         if window is None:
             raise DataError(f"{record.path}: {count} frames, fewer than the {self.settings.num_frames} needed")
         frames = read_clip_frames(record, window.indices)
-        return {
+        sample = {
             "video": frames_to_tensor(frames, self.settings),
             "caption": record.caption,
             "fps": frame_rate_condition(clip_fps(record), window.stride, self.settings.default_fps),
             "frame_stride": window.stride,
             "path": str(record.path),
         }
+        if self.settings.sketch_folders:
+            from toonctl.training.sketch_objective import read_folder_sketches
+
+            source_frames = [record.start + i for i in window.indices]
+            sample["hints"] = read_folder_sketches(record.path, source_frames, self.settings.size, self.settings.fit)
+        return sample
 
 
 def collate(samples: list[dict]):
@@ -208,6 +217,7 @@ def collate(samples: list[dict]):
         video=torch.stack([s["video"] for s in samples]),
         prompts=[s["caption"] for s in samples],
         fs=torch.tensor([s["fps"] for s in samples], dtype=torch.long),
+        hints=torch.stack([s["hints"] for s in samples]) if "hints" in samples[0] else None,
     )
     skipped = [item for s in samples for item in s.get("skipped", [])]
     return batch, skipped

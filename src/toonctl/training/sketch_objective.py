@@ -45,7 +45,7 @@ from toonctl.training.sparse_sketches import SparsePattern, draw_hint_mask
 DEFAULT_LR = 5e-5  # the paper's (training-spec §4.1)
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_STEPS = 50_000
-SKETCH_FOLDER = "sketches"
+SKETCH_SOURCES = ("extract", "folder")
 
 # --------------------------------------------------------------------------------------------- initialisation
 
@@ -255,7 +255,10 @@ class ExtractedSketches:
 
 
 def sketch_folder_for(clip_path: str | Path) -> Path:
-    """Where a clip's own sketches live: ``<clip's folder>/sketches/<clip name without suffix>/``."""
+    """Where a clip's own sketches live: ``<clip's folder>/sketches/<clip name without suffix>/`` (clip
+    discovery never takes a ``sketches`` folder for a clip)."""
+    from toonctl.io.clips import SKETCH_FOLDER
+
     clip_path = Path(clip_path)
     return clip_path.parent / SKETCH_FOLDER / clip_path.stem
 
@@ -460,6 +463,8 @@ class SketchSettings:
         weights: the interpolation model's official-layout checkpoint (frozen).
         config: its model config (None: found beside it).
         encoder: an existing ``sketch_encoder.ckpt`` to continue from; None: ControlNet-style from the UNet.
+        sketch_source: ``extract`` (the extractor draws them from the frames) or ``folder`` (each clip's
+            ``sketches/`` folder, read by the data loader: ``DataSettings.sketch_folders``).
         extractor: ``sketch_extractor.pth`` that makes the sketches from the clips' frames.
         sketch_size: the extractor's square processing size (512: Anime2Sketch's).
         sketch_cache: a folder caching each clip's sketches (None: no cache).
@@ -471,6 +476,7 @@ class SketchSettings:
     weights: str
     config: str | None = None
     encoder: str | None = None
+    sketch_source: str = "extract"
     extractor: str | None = None
     sketch_size: int = 512
     sketch_cache: str | None = None
@@ -480,6 +486,10 @@ class SketchSettings:
     include_keyframes: bool = False
     uncond_prob: float = 0.05
     context: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.sketch_source not in SKETCH_SOURCES:
+            raise ValueError(f"sketch_source must be one of {', '.join(SKETCH_SOURCES)}, got {self.sketch_source!r}")
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -506,7 +516,7 @@ def load_objective(settings: SketchSettings, *, with_extractor: bool = True) -> 
     else:
         encoder = new_sketch_encoder(pipe.unet)
     sketches = None
-    if with_extractor:
+    if with_extractor and settings.sketch_source == "extract":
         if settings.extractor is None:
             raise ValueError("the sketch objective needs a sketch extractor to make its sketches")
         extractor = load_sketch_extractor(settings.extractor)

@@ -5,6 +5,7 @@ Parsing and printing only; the work is in ``toonctl.training.sketch_objective`` 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,15 @@ def sketch_encoder(
             "half (zero convolutions at zero: training starts from 'no control').",
         ),
     ] = None,
+    sketches: Annotated[
+        str,
+        typer.Option(
+            "--sketches",
+            rich_help_panel=SKETCHES,
+            help="extract: the sketch extractor draws them from each clip's frames; folder: read them from a "
+            "sketches/NAME/ folder beside each clip (files named by frame index, as --sketches of sketch-interp).",
+        ),
+    ] = "extract",
     extractor: Annotated[
         Path | None,
         typer.Option(
@@ -120,18 +130,23 @@ def sketch_encoder(
     """
     from toonctl.cli.sketch import _weights_file
     from toonctl.pipelines.interpolate import latent_factor
-    from toonctl.training.sketch_objective import SketchSettings, load_objective
+    from toonctl.training.sketch_objective import SKETCH_SOURCES, SketchSettings, load_objective
 
+    if sketches not in SKETCH_SOURCES:
+        raise typer.BadParameter(f"--sketches must be extract or folder, got {sketches!r}", param_hint="--sketches")
     if context not in ("text", "all"):
         raise typer.BadParameter(f"--context must be text or all, got {context!r}", param_hint="--context")
     if encoder is not None and not encoder.is_file():
         raise typer.BadParameter(f"{encoder} does not exist", param_hint="--encoder")
     weights, config = run.find_model()
-    data = run.data_settings(latent_factor(config))
-    extractor_path = _weights_file(extractor, ("sketch_extractor.pth",), "--sketch-extractor", weights)
+    data = replace(run.data_settings(latent_factor(config)), sketch_folders=sketches == "folder")
+    extractor_path = None
+    if sketches == "extract":
+        extractor_path = _weights_file(extractor, ("sketch_extractor.pth",), "--sketch-extractor", weights)
     settings = SketchSettings(
         weights=str(weights), config=None if run.config is None else str(run.config),
-        encoder=None if encoder is None else str(encoder), extractor=str(extractor_path), sketch_size=sketch_size,
+        encoder=None if encoder is None else str(encoder), sketch_source=sketches,
+        extractor=None if extractor_path is None else str(extractor_path), sketch_size=sketch_size,
         sketch_cache=None if sketch_cache is None else str(sketch_cache), bisection_prob=bisection_prob,
         max_depth=max_depth, include_keyframes=include_keyframes, uncond_prob=uncond_prob, context=context,
     )  # fmt: skip
