@@ -75,9 +75,8 @@ def test_sketches_from_folders_beside_the_clips(files, tmp_path):
 
     clips = write_clips(tmp_path / "clips")
     args = ["train", "sketch-encoder", clips, *MODEL, *SMALL, "--sketches", "folder"]
-    result = invoke(
-        *args, "-o", tmp_path / "none"
-    )  # no sketches yet: every clip is unusable, reported before the model loads
+    # no sketches yet: no usable clip, reported before the model loads
+    result = invoke(*args, "-o", tmp_path / "none")
     assert result.exit_code == 1 and "no sketch folder" in result.stderr
 
     for clip in sorted(clips.glob("*.mp4")):
