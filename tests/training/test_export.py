@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_fixtures import load_tiny_pipe, tiny_batch, tiny_draws
+from train_fixtures import load_tiny_pipe, load_tiny_unet, tiny_batch, tiny_draws
 
 from conftest import TINY_A
 
@@ -16,7 +16,7 @@ def one_training_step(pipe, preset: str = "rectify") -> None:
 
     apply_trainable(pipe, preset)
     optimizer = torch.optim.AdamW(trainable_parameters(pipe.unet, pipe.image_proj), lr=1e-3)
-    batch = tiny_batch(frames=8)
+    batch = tiny_batch()
     interpolation_loss(pipe, batch, tiny_draws(batch)).loss.backward()
     optimizer.step()
 
@@ -80,14 +80,14 @@ def test_lora_export_as_full_checkpoint_equals_merging_the_adapter(tmp_path):
     pipe.image_proj.requires_grad_(False)
     add_lora(pipe.unet, spec)
     optimizer = torch.optim.AdamW([p for p in pipe.unet.parameters() if p.requires_grad], lr=1e-2)
-    batch = tiny_batch(frames=8)
+    batch = tiny_batch()
     interpolation_loss(pipe, batch, tiny_draws(batch)).loss.backward()
     optimizer.step()
 
     full = export_checkpoint(TINY_A / "model.safetensors", trained_replacements(pipe), tmp_path / "full.safetensors")
     adapter = save_lora_adapter(pipe.unet, tmp_path / "adapter.safetensors", spec)
     from_full = InterpolationPipeline.from_checkpoint(full, TINY_A / "config.yaml").unet.state_dict()
-    merged_unet = load_tiny_pipe().unet
+    merged_unet = load_tiny_unet()
     merge_lora_file(merged_unet, adapter)
     for key, value in merged_unet.state_dict().items():
         torch.testing.assert_close(from_full[key], value, rtol=0, atol=1e-6)

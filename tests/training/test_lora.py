@@ -31,7 +31,7 @@ def train_adapter(spec, steps: int = 3):
     add_lora(pipe.unet, spec)
     params = [p for p in pipe.unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-2)
-    batch = tiny_batch(frames=8)
+    batch = tiny_batch()
     for step in range(steps):
         loss = interpolation_loss(pipe, batch, tiny_draws(batch, seed=step)).loss
         optimizer.zero_grad(set_to_none=True)
@@ -157,3 +157,49 @@ def test_bad_adapter_files_are_user_errors(tmp_path, trained):
     )
     with pytest.raises(ToonctlError, match="no layer"):
         merge_lora_file(unet, tmp_path / "bad.safetensors")
+
+
+def test_lora_option_parsing():
+    from pathlib import Path
+
+    from toonctl.errors import ToonctlError
+    from toonctl.training.lora import parse_lora_option
+
+    assert parse_lora_option("style.safetensors") == (Path("style.safetensors"), 1.0)
+    assert parse_lora_option("style.safetensors:0.6") == (Path("style.safetensors"), 0.6)
+    assert parse_lora_option("a/b:c.safetensors:-1") == (Path("a/b:c.safetensors"), -1.0)
+    assert parse_lora_option("C:\\loras\\x.safetensors") == (Path("C:\\loras\\x.safetensors"), 1.0)
+    for bad in (":0.5", "x.safetensors:nan", "x.safetensors:inf"):
+        with pytest.raises(ToonctlError):
+            parse_lora_option(bad)
+
+
+def test_several_adapters_merge_in_order_and_a_bad_one_changes_nothing(trained, tmp_path):
+    from toonctl.errors import ToonctlError
+    from toonctl.training.lora import merge_lora_file, merge_lora_files
+
+    _, path, _, _ = trained
+    once = load_tiny_unet()
+    merge_lora_file(once, path, 1.0)
+    twice_half = load_tiny_unet()
+    assert merge_lora_files(twice_half, [(path, 0.5), (path, 0.5)]) > 0
+    assert_rel_close(unet_probe(twice_half), unet_probe(once), 1e-5, "0.5 + 0.5 == 1")
+
+    unet = load_tiny_unet()
+    state = {k: v.clone() for k, v in unet.state_dict().items()}
+    with pytest.raises(ToonctlError):
+        merge_lora_files(unet, [(path, 1.0), (tmp_path / "missing.safetensors", 1.0)])
+    assert all(torch.equal(v, state[k]) for k, v in unet.state_dict().items())
+
+
+def test_a_preset_after_lora_adds_to_the_adapters():
+    from toonctl.training.lora import add_lora
+    from toonctl.training.trainable import LoraSpec, apply_trainable
+
+    pipe = load_tiny_pipe()
+    add_lora(pipe.unet, LoraSpec(rank=2))
+    summary = apply_trainable(pipe, "projector")
+    assert summary.groups["lora"].trainable == summary.groups["lora"].total > 0
+    assert summary.groups["projector"].trainable == summary.groups["projector"].total
+    assert summary.groups["spatial"].trainable == 0
+    assert summary.trainable_params == summary.groups["lora"].total + summary.groups["projector"].total

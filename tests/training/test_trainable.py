@@ -83,7 +83,7 @@ def test_rectify_training_keeps_frozen_weights_and_fits_one_clip():
     params = [*pipe.unet.parameters(), *pipe.image_proj.parameters()]
     optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
 
-    batch = tiny_batch(frames=8)
+    batch = tiny_batch()
     eval_draws = [tiny_draws(batch, seed=1000 + i) for i in range(3)]
 
     def eval_loss() -> float:
@@ -103,3 +103,16 @@ def test_rectify_training_keeps_frozen_weights_and_fits_one_clip():
     assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)
     assert any(not torch.equal(after[k], before[k]) for k in after if k not in frozen)
     assert all(torch.equal(v, vae_before[k]) for k, v in pipe.vae.state_dict().items())
+
+
+def test_documented_regex_for_definition_b(meta_512):
+    """docs/training.md: every key but the temporal parts = rectify + fps_embedding."""
+    from toonctl.training.trainable import apply_trainable
+
+    regex = (
+        r"^(?!model\.diffusion_model\.(init_attn\.|.*\.temopral_conv\."
+        r"|((input|output)_blocks\.\d+|middle_block)\.2\.))"
+    )
+    summary = apply_trainable(meta_512, regex)
+    assert summary.trainable_params == 942_319_300
+    assert summary.groups["fps_embedding"].trainable == summary.groups["fps_embedding"].total

@@ -41,7 +41,7 @@ def moving_square_clip(batch: int = 1, frames: int = 8, size: tuple[int, int] = 
     return video
 
 
-def tiny_batch(frames: int = 8, batch: int = 1):
+def tiny_batch(frames: int = 4, batch: int = 1):
     from toonctl.training.objective import TrainingBatch
 
     prompts = ["a red square slides right", "a cartoon fox"][:batch] + [""] * max(0, batch - 2)

@@ -15,6 +15,7 @@ peft is an optional dependency (the ``train`` extra): imported only when adapter
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,6 +229,43 @@ def merge_lora_file(unet: nn.Module, path: str | Path, scale: float = 1.0) -> in
             delta = lora_delta(a, b, scaling, weight.shape).to(weight.device)
             weight.copy_((weight.float() + delta).to(weight.dtype))
     return len(updates)
+
+
+def parse_lora_option(value: str) -> tuple[Path, float]:
+    """``FILE[:SCALE]`` (the ``--lora`` option) -> ``(path, scale)``; the scale defaults to 1.
+
+    Only a last ``:`` followed by a number is a scale, so a path with colons (``C:\\x.safetensors``) is a path.
+
+    Raises:
+        LoraFileError: an empty path, or a scale that is not finite.
+    """
+    head, sep, tail = value.rpartition(":")
+    path, scale = value, 1.0
+    if sep:
+        try:
+            path, scale = head, float(tail)
+        except ValueError:
+            pass
+    if not path:
+        raise LoraFileError(f"--lora {value!r}: no file given", hint="use --lora FILE or --lora FILE:SCALE")
+    if not math.isfinite(scale):
+        raise LoraFileError(f"--lora {value!r}: the scale must be a finite number")
+    return Path(path), scale
+
+
+def merge_lora_files(unet: nn.Module, adapters: list[tuple[str | Path, float]]) -> int:
+    """Merge several adapter files in order (``--lora`` given more than once); returns the layers merged.
+
+    Every file is read and checked against the UNet before any weight changes, so a bad file leaves the model
+    untouched.
+    """
+    for path, _ in adapters:
+        _check_fits(unet, path)
+    return sum(merge_lora_file(unet, path, scale) for path, scale in adapters)
+
+
+def _check_fits(unet: nn.Module, path: str | Path) -> None:
+    merge_lora_file(unet, path, scale=0.0)  # reads and checks everything, changes nothing
 
 
 def _import_peft():

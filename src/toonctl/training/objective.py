@@ -39,6 +39,8 @@ class TrainingBatch:
             frame stride; the official configs use ``fps_condition_type: fps``).
         hints: ``(B, 1, T, H, W)`` sketches in [0, 1] (white lines on black), sketch objective only.
         hint_mask: ``(B, T)`` bool, the frames that carry a sketch.
+        posterior: optional cached VAE posteriors ``(mean, std)``, each ``(B, T, 4, h, w)`` (``encode_posterior``);
+            when given the VAE is not run (latent caching). ``video`` is still needed for the CLIP image.
     """
 
     video: torch.Tensor
@@ -46,6 +48,7 @@ class TrainingBatch:
     fs: torch.Tensor
     hints: torch.Tensor | None = None
     hint_mask: torch.Tensor | None = None
+    posterior: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.video.ndim != 5 or self.video.shape[1] != 3:
@@ -167,7 +170,8 @@ def interpolation_loss(
     _check_draws(draws, b, num_frames)
 
     # 1-2. latents (frozen VAE, one frame at a time) and the key-frame concat condition
-    z = encode_video_latents(pipe, video, draws.posterior_noise).to(unet_device)  # (B, 4, T, h, w)
+    mean, std = batch.posterior if batch.posterior is not None else encode_posterior(pipe, video)
+    z = sample_latents(mean.to(unet_device), std.to(unet_device), draws.posterior_noise, pipe.config.vae.scale_factor)
     c_concat = keyframe_concat(z)
 
     # 3-4. context: text (or "") ‖ Resampler(ViT(frame 0, or zeros))
