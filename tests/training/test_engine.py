@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from engine_fixtures import ToyObjective, moving_square_clip
 from safetensors.torch import load_file
 
-from engine_fixtures import ToyObjective, moving_square_clip
 from toonctl.errors import DataError
 from toonctl.training.data import DataSettings
 from toonctl.training.engine import Reporter, TrainSettings, accumulation_steps, load_trained_modules, train
@@ -43,7 +43,9 @@ def weights(checkpoint):
 
 
 def test_accumulation():
-    assert accumulation_steps(32, 2, 8) == 2 and accumulation_steps(32, 1, 1) == 32 and accumulation_steps(4, 8, 1) == 1
+    assert (
+        accumulation_steps(32, 2, 8) == 2 and accumulation_steps(32, 1, 1) == 32 and accumulation_steps(4, 8, 1) == 1
+    )
 
 
 def test_run_writes_config_checkpoints_and_metrics(clips, tmp_path):
@@ -125,3 +127,19 @@ def test_export_loads_the_trained_weights(clips, tmp_path):
     assert load_trained_modules(fresh, result.checkpoint) == ["model"]
     for key, value in weights(result.checkpoint).items():
         assert torch.equal(fresh.model.state_dict()[key], value)
+
+
+def test_ema_is_saved_resumed_and_exported(clips, tmp_path):
+    straight = run_toy(clips, tmp_path / "straight", max_steps=4, ema_decay=0.5)
+    run_toy(clips, tmp_path / "split", max_steps=2, ema_decay=0.5)
+    resumed = run_toy(clips, tmp_path / "split", resume=True, max_steps=4, ema_decay=0.5)
+    a = load_file(str(straight.checkpoint / "ema.safetensors"))
+    b = load_file(str(resumed.checkpoint / "ema.safetensors"))
+    assert a.keys() == {f"model.{k}" for k in weights(straight.checkpoint)}
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-7)
+    averaged, raw = ToyObjective(), ToyObjective()
+    load_trained_modules(averaged, straight.checkpoint)
+    load_trained_modules(raw, straight.checkpoint, use_ema=False)
+    assert torch.equal(averaged.model.state_dict()["0.weight"], a["model.0.weight"])
+    assert not torch.equal(raw.model.state_dict()["0.weight"], a["model.0.weight"])

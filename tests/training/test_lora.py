@@ -190,3 +190,16 @@ def test_several_adapters_merge_in_order_and_a_bad_one_changes_nothing(trained, 
     with pytest.raises(ToonctlError):
         merge_lora_files(unet, [(path, 1.0), (tmp_path / "missing.safetensors", 1.0)])
     assert all(torch.equal(v, state[k]) for k, v in unet.state_dict().items())
+
+
+def test_a_preset_after_lora_adds_to_the_adapters():
+    from toonctl.training.lora import add_lora
+    from toonctl.training.trainable import LoraSpec, apply_trainable
+
+    pipe = load_tiny_pipe()
+    add_lora(pipe.unet, LoraSpec(rank=2))
+    summary = apply_trainable(pipe, "projector")
+    assert summary.groups["lora"].trainable == summary.groups["lora"].total > 0
+    assert summary.groups["projector"].trainable == summary.groups["projector"].total
+    assert summary.groups["spatial"].trainable == 0
+    assert summary.trainable_params == summary.groups["lora"].total + summary.groups["projector"].total

@@ -42,6 +42,7 @@ from toonctl.training.run import RunFolder, checkpoint_name, model_files, read_s
 OFFICIAL_SEED = 20230211  # DynamiCrafter's trainer.py default
 MIXED_PRECISION = ("no", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "adamw8bit")
+EMA_FILE = "ema.safetensors"
 
 
 # --------------------------------------------------------------------------------------------- protocol
@@ -274,12 +275,18 @@ class EMA:
         for name, param in self.parameters.items():
             self.shadow[name].lerp_(param.detach().float(), 1 - self.decay)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "shadow": self.shadow}
+    def save(self, folder: Path) -> Path:
+        """``folder/ema.safetensors``: the averages keyed ``<module>.<parameter>``."""
+        from safetensors.torch import save_file
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.decay = state["decay"]
-        for name, value in state["shadow"].items():
+        path = Path(folder) / EMA_FILE
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.shadow.items()}, str(path))
+        return path
+
+    def load(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        for name, value in load_file(str(Path(folder) / EMA_FILE)).items():
             self.shadow[name].copy_(value)
 
 
@@ -365,15 +372,14 @@ def train(
     for name, module in zip(trained_names, prepared[:-1], strict=True):
         objective.set_module(name, module)
     accelerator.register_for_checkpointing(scheduler)
-    ema = None
-    if settings.ema_decay:
-        ema = EMA(params, settings.ema_decay)
-        accelerator.register_for_checkpointing(ema)
+    ema = EMA(params, settings.ema_decay) if settings.ema_decay else None
     disc = _Discriminator.build(objective, lr, settings, accelerator)
 
     if start_step:
         checkpoint = run.checkpoint(start_step)
         accelerator.load_state(str(checkpoint))
+        if ema is not None:
+            ema.load(checkpoint)
         if accelerator.is_main_process:
             reporter.info(f"resumed from {checkpoint} (step {start_step})")
 
@@ -384,7 +390,7 @@ def train(
     saved: Path | None = None
 
     def save() -> Path | None:
-        return _save(accelerator, run, state.step, settings, trained_names, accumulation, global_batch, disc)
+        return _save(accelerator, run, state.step, settings, trained_names, accumulation, global_batch, disc, ema)
 
     def validate() -> None:
         if accelerator.is_main_process and hasattr(objective, "validate"):
@@ -595,7 +601,7 @@ def _any_process(accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(value, reduction="sum").item() > 0)
 
 
-def _save(accelerator, run: RunFolder, step: int, settings, names, accumulation, global_batch, disc) -> Path:
+def _save(accelerator, run: RunFolder, step: int, settings, names, accumulation, global_batch, disc, ema) -> Path:
     """accelerate save_state into a temporary folder, renamed into place (all processes take part)."""
     if accelerator.is_main_process:
         run.begin_checkpoint(step)
@@ -604,10 +610,13 @@ def _save(accelerator, run: RunFolder, step: int, settings, names, accumulation,
     accelerator.wait_for_everyone()
     final = run.checkpoints_dir / checkpoint_name(step)
     if accelerator.is_main_process:
+        if ema is not None:
+            ema.save(run.partial_dir(step))
         state = {
             "step": step,
             "modules": list(names),
             "discriminator": disc is not None,
+            "ema": ema is not None,
             "num_processes": accelerator.num_processes,
             "accumulation": accumulation,
             "global_batch": global_batch,
@@ -634,11 +643,12 @@ def _validate(objective, accelerator, names, step: int, folder: Path, reporter: 
             objective.set_module(name, module)
 
 
-def load_trained_modules(objective: Objective, checkpoint: Path) -> list[str]:
+def load_trained_modules(objective: Objective, checkpoint: Path, *, use_ema: bool = True) -> list[str]:
     """Load a checkpoint's trained weights into ``objective``'s (unprepared) modules; their names.
 
     Used by ``toonctl train export``: accelerate wrote one weight file per prepared module, in the order
-    ``trainer_state.json`` records.
+    ``trainer_state.json`` records. With ``use_ema`` and an EMA in the checkpoint, the averaged weights replace
+    the trained ones.
     """
     from safetensors.torch import load_file
 
@@ -647,4 +657,9 @@ def load_trained_modules(objective: Objective, checkpoint: Path) -> list[str]:
     for name, path in model_files(checkpoint, names).items():
         weights = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
         modules[name].load_state_dict(weights)
+    if use_ema and (Path(checkpoint) / EMA_FILE).is_file():
+        with torch.no_grad():
+            for key, value in load_file(str(Path(checkpoint) / EMA_FILE)).items():
+                name, parameter = key.split(".", 1)
+                modules[name].get_parameter(parameter).copy_(value)
     return names

@@ -123,9 +123,9 @@ def trained_replacements(pipe, *, only_trainable: bool = False) -> dict[str, tor
         only_trainable: only the parameters with ``requires_grad`` (plus merged LoRA layers).
     """
     from toonctl.training.lora import merged_lora_weights
-    from toonctl.training.trainable import _unwrap, iter_parameters
+    from toonctl.training.trainable import iter_parameters, unwrap_module
 
-    merged = merged_lora_weights(_unwrap(pipe.unet))
+    merged = merged_lora_weights(unwrap_module(pipe.unet))
     out = {}
     for key, group, param in iter_parameters(pipe):
         if group == "lora" or (only_trainable and not param.requires_grad and key not in merged):

@@ -163,8 +163,8 @@ def parameter_group(name: str, prefixes: list[tuple[str, str]]) -> str:
 def iter_parameters(pipe) -> Iterator[tuple[str, str, nn.Parameter]]:
     """``(official key, group, parameter)`` for every UNet and projector parameter (adapter weights: group
     ``lora``, key with the adapter's own name)."""
-    unet = _unwrap(pipe.unet)
-    proj = None if pipe.image_proj is None else _unwrap(pipe.image_proj)
+    unet = unwrap_module(pipe.unet)
+    proj = None if pipe.image_proj is None else unwrap_module(pipe.image_proj)
     prefixes = _module_groups(unet)
     for name, param in unet.named_parameters():
         group = "lora" if is_lora_parameter(name) else parameter_group(name, prefixes)
@@ -175,7 +175,7 @@ def iter_parameters(pipe) -> Iterator[tuple[str, str, nn.Parameter]]:
             yield official_key("image_proj", name), group, param
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
+def unwrap_module(module: nn.Module) -> nn.Module:
     """The module inside a DDP / accelerate wrapper (``.module``)."""
     while hasattr(module, "module") and isinstance(module.module, nn.Module):
         module = module.module
@@ -207,6 +207,9 @@ def trainable_predicate(spec: str) -> Callable[[str, str], bool]:
 def apply_trainable(pipe, spec: str = DEFAULT_PRESET) -> TrainableSummary:
     """Set ``requires_grad`` on the UNet and the projector per ``spec``; freeze the VAE and the CLIP towers.
 
+    LoRA adapter weights are left as they are, so ``apply_trainable(pipe, "projector")`` after ``add_lora``
+    trains the adapters and the Resampler.
+
     Args:
         pipe: an ``InterpolationPipeline`` (or anything with ``unet`` and ``image_proj``; ``vae``,
             ``text_encoder``, ``image_encoder`` are frozen when present).
@@ -224,7 +227,8 @@ def apply_trainable(pipe, spec: str = DEFAULT_PRESET) -> TrainableSummary:
         if module is not None:
             module.requires_grad_(False)
     for key, group, param in iter_parameters(pipe):
-        param.requires_grad_(group != "lora" and trains(key, group))
+        if group != "lora":  # LoRA adapters (``lora.add_lora``) keep their setting: a preset can add to them
+            param.requires_grad_(trains(key, group))
     summary = summarize_trainable(pipe, spec)
     if summary.trainable_params == 0:
         raise TrainableSpecError(
