@@ -135,3 +135,11 @@ def test_lpips_is_used_when_its_weights_are_on_disk(tmp_path, capsys):
     _ssim = PerceptualLoss(tmp_path / "nowhere")
     assert "using L1 + (1 - SSIM)" in capsys.readouterr().err
     assert _ssim.kind == "ssim"
+
+
+def test_unsupported_gradient_checkpointing_is_a_clear_error(vae):
+    from toonctl.errors import ToonctlError
+
+    objective = DecoderObjective(vae, perceptual=_ssim_only())
+    with pytest.raises(ToonctlError, match="not available for the decoder"):
+        objective.enable_gradient_checkpointing()

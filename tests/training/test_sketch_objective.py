@@ -222,3 +222,21 @@ def test_folder_sketches_are_read_by_source_frame(tmp_path):
         read_folder_sketches(clip, [3, 4], (32, 64))
     with pytest.raises(DataError, match="no sketch folder"):
         read_folder_sketches(tmp_path / "other.mp4", [0], (32, 64))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(pipe):
+    mask = torch.zeros(1, T, dtype=torch.bool)
+    mask[0, [2, 5]] = True
+    batch = tiny_batch(hints=_hints(), hint_mask=mask)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        encoder = new_sketch_encoder(pipe.unet)
+        objective = SketchEncoderObjective(pipe, encoder, uncond_prob=0.0)
+        if checkpointing:
+            objective.enable_gradient_checkpointing()
+        objective.step_loss(batch, draws=_draws(seed=3)).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in encoder.parameters()]))
+    pipe.unet.set_gradient_checkpointing(False)
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-8)

@@ -294,6 +294,14 @@ class DecoderObjective(BaseObjective):
         if self.discriminator is not None:
             _unwrap(self.discriminator).training_step.fill_(step)
 
+    def enable_gradient_checkpointing(self) -> None:
+        from toonctl.errors import ToonctlError
+
+        raise ToonctlError(
+            "--gradient-checkpointing is not available for the decoder objective",
+            hint="lower --size or --frames, or use --mixed-precision bf16",
+        )
+
     def settings(self) -> dict:
         return {
             "perceptual": self.perceptual.kind,

@@ -379,6 +379,16 @@ class SketchEncoderObjective(BaseObjective):
             "sketch_load_size": self.sketches.load_size if self.sketches is not None else None,
         }
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the activations of the frozen UNet's and the encoder's blocks in the backward pass (the
+        gradient reaches the encoder through the UNet's output half, whose activations are what costs)."""
+        from toonctl.models.unet_toon3d import UNetBlock
+
+        for module in (unwrap(self.pipe.unet), unwrap(self.encoder)):
+            for block in module.modules():
+                if isinstance(block, UNetBlock):
+                    block.gradient_checkpointing = True
+
     def summary(self) -> str:
         trained = sum(p.numel() for p in self.encoder.parameters() if p.requires_grad)
         frozen = {n: sum(p.numel() for p in m.parameters()) for n, m in self.frozen_modules().items()}
