@@ -41,11 +41,13 @@ def test_train_and_export_the_released_layout(files, tmp_path):
     result = invoke(
         "train", "sketch-encoder", files["clips"], "-o", run, *MODEL, *SMALL, "--sketch-extractor", files["extractor"],
         "--sketch-size", "64", "--sketch-cache", cache, "--max-steps", "2", "--effective-batch", "1", "--lr", "1e-3",
+        "--validation-every", "2", "--validation-steps", "2",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "trained sketch-encoder to step 2" in result.stdout
     assert "trainable parameters (the sketch encoder)" in result.stderr
     assert list(cache.glob("*.pt"))
+    assert (run / "validation" / "step-0000002.gif").is_file()
 
     exported = tmp_path / "sketch_encoder.ckpt"
     result = invoke("train", "export", run, "-o", exported, "-q")

@@ -324,6 +324,8 @@ class SketchEncoderObjective(BaseObjective):
         pattern: the sparse pattern of frames that get a sketch.
         uncond_prob: classifier-free dropout of the conditions, as the UNet training.
         context: the encoder's context (``"text"`` or ``"all"``).
+        validation_items: ``toonctl.training.validation.ValidationItem`` clips for ``validate``.
+        validation_steps: DDIM steps of the validation interpolations.
     """
 
     name = "sketch-encoder"
@@ -339,8 +341,12 @@ class SketchEncoderObjective(BaseObjective):
         pattern: SparsePattern | None = None,
         uncond_prob: float = 0.05,
         context: str = "text",
+        validation_items=(),
+        validation_steps: int = 10,
     ) -> None:
         self.pipe = pipe
+        self.validation_items = list(validation_items)
+        self.validation_steps = validation_steps
         self.encoder = encoder
         self.sketches = sketches
         self.pattern = pattern or SparsePattern()
@@ -378,6 +384,41 @@ class SketchEncoderObjective(BaseObjective):
             "context": self.context,
             "sketch_load_size": self.sketches.load_size if self.sketches is not None else None,
         }
+
+    def validate(self, step: int, folder: Path) -> list[Path]:
+        """Sketch-guided interpolation of each validation clip's key frames, the extractor's sketches of its
+        depth-2 bisection frames as control (scale 1), with a fixed seed: ``folder/step-N.gif`` shows the
+        ground truth, the sketches and the result, top to bottom, clips side by side."""
+        from toonctl.pipelines.placement import ComponentPlacement
+        from toonctl.pipelines.sketch import SketchControl
+        from toonctl.training.sparse_sketches import bisection_frames
+        from toonctl.training.validation import VALIDATION_SEED, grid_frames, write_grid
+
+        if not self.validation_items or self.sketches is None:
+            return []
+        pipe = self.pipe
+        devices = {name: next(module.parameters()).device for name, module in pipe._components().items()}
+        pipe.placement = ComponentPlacement(devices["unet"], device_map=devices)
+        columns = []
+        for item in self.validation_items:
+            video = item.video.to(devices["unet"])  # (3, T, H, W)
+            frames = video.shape[1]
+            hints = self.sketches(video[None])[0]  # (1, T, H, W)
+            picked = bisection_frames(frames, 2)
+            control = SketchControl(
+                self.encoder, {i: hints[:, i] for i in picked}, frames, scale=1.0, context=self.context,
+                text_tokens=pipe.config.unet.text_context_len,
+            )  # fmt: skip
+            output = pipe(
+                video[:, 0], video[:, -1], item.prompt, num_frames=frames, steps=self.validation_steps,
+                frame_stride=item.fs, control=control, generator=torch.Generator().manual_seed(VALIDATION_SEED),
+            )  # fmt: skip
+            shown = torch.zeros_like(hints)
+            shown[:, picked] = hints[:, picked]
+            sketches = (shown * 2 - 1).expand(3, -1, -1, -1).cpu()  # white lines on black, in [-1, 1]
+            truth_and_sketches = torch.cat([item.video.cpu(), sketches], dim=2)  # (3, T, 2H, W)
+            columns.append((truth_and_sketches, output.video[0].float().cpu()))
+        return [write_grid(grid_frames(columns), folder, step)]
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute the activations of the frozen UNet's and the encoder's blocks in the backward pass (the
@@ -511,9 +552,11 @@ class SketchSettings:
         return SparsePattern(self.bisection_prob, self.min_depth, self.max_depth, self.include_keyframes)
 
 
-def load_objective(settings: SketchSettings, *, with_extractor: bool = True) -> SketchEncoderObjective:
+def load_objective(
+    settings: SketchSettings, *, with_extractor: bool = True, validation_items=(), validation_steps: int = 10
+) -> SketchEncoderObjective:
     """Load the frozen model, the encoder to train and (``with_extractor``) the sketch extractor, fp32 on the
-    CPU (the engine places them)."""
+    CPU (the engine places them). Validation needs the extractor (``sketch_source="extract"``)."""
     from toonctl.models.sketch_encoder import load_sketch_encoder
     from toonctl.models.sketch_extractor import load_sketch_extractor
     from toonctl.pipelines.interpolate import InterpolationPipeline
@@ -532,8 +575,9 @@ def load_objective(settings: SketchSettings, *, with_extractor: bool = True) -> 
         extractor = load_sketch_extractor(settings.extractor)
         sketches = ExtractedSketches(extractor, load_size=settings.sketch_size, cache_dir=settings.sketch_cache)
     return SketchEncoderObjective(
-        pipe, encoder, sketches=sketches, pattern=pattern, uncond_prob=settings.uncond_prob, context=settings.context
-    )
+        pipe, encoder, sketches=sketches, pattern=pattern, uncond_prob=settings.uncond_prob, context=settings.context,
+        validation_items=validation_items, validation_steps=validation_steps,
+    )  # fmt: skip
 
 
 def from_settings(values: dict) -> SketchEncoderObjective:

@@ -111,6 +111,9 @@ def sketch_encoder(
             help="What the encoder attends to: text (the 77 prompt tokens) or all (text + image).",
         ),
     ] = "text",
+    validation_steps: Annotated[
+        int, typer.Option("--validation-steps", min=1, max=1000, help="DDIM steps of the validation clips.")
+    ] = 10,
     uncond_prob: Annotated[
         float,
         typer.Option(
@@ -150,4 +153,17 @@ def sketch_encoder(
         sketch_cache=None if sketch_cache is None else str(sketch_cache), bisection_prob=bisection_prob,
         max_depth=max_depth, include_keyframes=include_keyframes, uncond_prob=uncond_prob, context=context,
     )  # fmt: skip
-    run.start("sketch-encoder", lambda: load_objective(settings), settings.to_dict(), data)
+
+    def make_objective():
+        items = []
+        if run.validation_every and sketches == "extract":
+            from toonctl.io.clips import discover_clips
+            from toonctl.training.validation import validation_items
+
+            count = len(run.validation_clips) if run.validation_clips else 1
+            items = validation_items(discover_clips(run.validation_clips or run.data), data, count)
+        return load_objective(settings, validation_items=items, validation_steps=validation_steps)
+
+    if run.validation_every and sketches == "folder":
+        run.out.warn("no validation with --sketches folder (it draws the validation sketches with the extractor)")
+    run.start("sketch-encoder", make_objective, settings.to_dict(), data)
