@@ -369,7 +369,7 @@ class DecoderObjective(BaseObjective):
             posterior = vae.encode(chunk)
             means.append(posterior.mean.float())
             stds.append(posterior.std.float())
-            refs.append([h for h in posterior.hidden_states])
+            refs.append(list(posterior.hidden_states))
         mean = torch.cat(means).reshape(b, t, *means[0].shape[1:])
         std = torch.cat(stds).reshape(b, t, *stds[0].shape[1:])
         z = (mean + std * draws.posterior_noise.to(mean.device, torch.float32)).transpose(1, 2).contiguous()

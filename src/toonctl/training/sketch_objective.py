@@ -454,7 +454,8 @@ class SketchEncoderObjective(BaseObjective):
         if draws is None:
             draws = TrainingDraws.draw(
                 batch_size=b, num_frames=frames, latent_hw=(height // factor, width // factor),
-                generator=generator, device=batch.video.device,
+                generator=generator, num_timesteps=len(self.pipe.schedule["sqrt_alphas_cumprod"]),
+                device=batch.video.device,
             )  # fmt: skip
         mask = batch.hint_mask
         if mask is None:
