@@ -12,13 +12,13 @@ from conftest import FIXTURES
 from toonctl.models.sketch_encoder import SketchEncoder, SketchEncoderConfig, load_sketch_encoder
 from toonctl.training.objective import TrainingDraws, interpolation_loss
 from toonctl.training.sketch_objective import (
-    ExtractedSketches,
     MaskedSketchControl,
     SketchEncoderObjective,
     controlnet_init,
     new_sketch_encoder,
     save_sketch_encoder,
 )
+from toonctl.training.sketch_sources import ExtractedSketches
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -205,7 +205,7 @@ def test_folder_sketches_are_read_by_source_frame(tmp_path):
     from PIL import Image
 
     from toonctl.errors import DataError
-    from toonctl.training.sketch_objective import read_folder_sketches, sketch_folder_for
+    from toonctl.training.sketch_sources import read_folder_sketches, sketch_folder_for
 
     clip = tmp_path / "shot.mp4"
     folder = sketch_folder_for(clip)
