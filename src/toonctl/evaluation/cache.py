@@ -20,7 +20,7 @@ import numpy as np
 
 
 def entry_path(root: Path, clip_id: str, engine: str) -> Path:
-    """``root/clips/<clip id>/<engine>.npz`` (engine names made safe for file names: ``toonctl:ft`` -> ``toonctl_ft``)."""
+    """``root/clips/<clip id>/<engine>.npz``, the engine name made safe (``toonctl:ft`` -> ``toonctl_ft``)."""
     return Path(root) / "clips" / clip_id / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', engine)}.npz"
 
 

@@ -63,10 +63,14 @@ class I3DFeatures:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> I3DFeatures:
+        import warnings
+
         from toonctl.errors import CheckpointError
 
         try:
-            detector = torch.jit.load(str(path), map_location=device)
+            with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format the file comes in
+                warnings.simplefilter("ignore", DeprecationWarning)
+                detector = torch.jit.load(str(path), map_location=device)
         except Exception as exc:  # RuntimeError for anything that is not a TorchScript archive
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"cannot load the I3D TorchScript file {path}: {first}") from None

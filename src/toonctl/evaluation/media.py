@@ -30,9 +30,7 @@ def contact_sheet(rows: Sequence[tuple[str, np.ndarray]]) -> Image.Image:
     count, height, width = rows[0][1].shape[:3]
     scale = min(1.0, THUMB_HEIGHT / height)
     th, tw = max(1, round(height * scale)), max(1, round(width * scale))
-    sheet = Image.new(
-        "RGB", (LABEL_WIDTH + count * (tw + GAP), HEADER_HEIGHT + len(rows) * (th + GAP)), BACKGROUND
-    )
+    sheet = Image.new("RGB", (LABEL_WIDTH + count * (tw + GAP), HEADER_HEIGHT + len(rows) * (th + GAP)), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     for k in range(count):
         draw.text((LABEL_WIDTH + k * (tw + GAP) + 2, 2), str(k), fill=INK)

@@ -78,9 +78,7 @@ def frame_rate_condition(fps: float | None, frame_stride: int, fs: int | None = 
     return DEFAULT_FS
 
 
-def plan_window(
-    clip: ClipRecord, *, num_frames: int, frame_stride: int, seed: int, fs: int | None = None
-) -> Window:
+def plan_window(clip: ClipRecord, *, num_frames: int, frame_stride: int, seed: int, fs: int | None = None) -> Window:
     """The window of ``clip`` (see the module docstring).
 
     Raises:

@@ -61,6 +61,13 @@ class EvalReport:
             out.append(row)
         return out
 
+    def explanations(self) -> list[str]:
+        """One line per reason a metric is missing (metrics sharing a reason together), then the notes."""
+        by_reason: dict[str, list[str]] = {}
+        for metric, reason in self.unavailable.items():
+            by_reason.setdefault(reason, []).append(metric)
+        return [f"{', '.join(metrics)}: {reason}" for reason, metrics in by_reason.items()] + self.notes
+
     def to_dict(self) -> dict[str, Any]:
         data = {
             "report": self.header,
@@ -127,7 +134,9 @@ class EvalReport:
                 cells.append(f"[bold]{text}[/]" if row["engine"] != REFERENCE and best.get(m) == row[m] else text)
             style = "dim" if row["engine"] == REFERENCE else None
             table.add_row(row["engine"], str(row["clips"]), *cells, _fmt(row["seconds"], "seconds"), style=style)
-        caption = [f"{m}: {reason}" for m, reason in self.unavailable.items()] + self.notes
+        from rich.markup import escape
+
+        caption = [escape(line) for line in self.explanations()]
         if caption:
             table.caption = "\n".join(caption)
             table.caption_justify = "left"

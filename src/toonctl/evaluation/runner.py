@@ -53,9 +53,7 @@ def _nothing(phase: str, done: int, total: int, label: str) -> None:
     pass
 
 
-def plan_windows(
-    clips: Sequence[ClipRecord], options: EvalOptions
-) -> tuple[list[Window], list[dict[str, Any]]]:
+def plan_windows(clips: Sequence[ClipRecord], options: EvalOptions) -> tuple[list[Window], list[dict[str, Any]]]:
     """The windows of the first ``max_clips`` clips that have one, and the skipped clips with the reason."""
     windows, skipped = [], []
     for clip in clips:
@@ -64,7 +62,10 @@ def plan_windows(
         try:
             windows.append(
                 plan_window(
-                    clip, num_frames=options.num_frames, frame_stride=options.frame_stride, seed=options.seed,
+                    clip,
+                    num_frames=options.num_frames,
+                    frame_stride=options.frame_stride,
+                    seed=options.seed,
                     fs=options.fs,
                 )  # fmt: skip
             )
