@@ -6,8 +6,8 @@
 * ``rife``: a classical flow interpolator (``toonctl.evaluation.rife``), optional.
 
 An engine is any object with ``name``, ``fingerprint()`` (what determines its output, for the cache),
-``interpolate(keys, num_frames=, prompt=, fs=, seed=)`` and ``close()``: another interpolator plugs in by
-adding a factory to ``ENGINE_FACTORIES``.
+``interpolate(keys, num_frames=, prompt=, fs=, seed=)`` and ``close()``: another interpolator plugs in as
+such an object, built in ``toonctl.evaluation.setup.build_run`` under a name added to ``ENGINE_NAMES``.
 """
 
 from __future__ import annotations
