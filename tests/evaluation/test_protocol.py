@@ -70,3 +70,27 @@ def test_cache_round_trip_and_invalidation(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
     path.write_bytes(b"truncated")
     assert cache.load(path, {"a": 1, "b": [1, 2]}) is None
+
+
+def test_a_video_gives_its_fps_and_a_manifest_its_range_and_caption(tmp_path):
+    from PIL import Image
+
+    from toonctl.io.clips import discover_clips
+    from toonctl.io.video import write_frames
+
+    frames = np.stack(
+        [np.asarray(Image.open(draw_key(tmp_path / f"{i}.png", 4 + 5 * i, size=(32, 64)))) for i in range(9)]
+    )
+    video = write_frames(frames, tmp_path / "shot.mp4", fps=24)
+    win = plan_window(ClipRecord(video), num_frames=4, frame_stride=2, seed=0)
+    assert win.fps == pytest.approx(24) and win.fs == 12 and win.playback_fps == pytest.approx(12)
+    manifest = tmp_path / "test.csv"
+    manifest.write_text("path,caption,fps,start,end\nshot.mp4,a ball,12,2,9\n")
+    (clip,) = discover_clips([manifest])
+    win = plan_window(clip, num_frames=4, frame_stride=2, seed=0)
+    assert win.fs == 6 and clip.caption == "a ball"
+    first = read_window(win, (32, 64))[0].astype(float)  # the row's start (mp4 is lossy: nearest frame)
+    errors = [np.abs(first - f).mean() for f in frames]
+    assert int(np.argmin(errors)) == 2
+    with pytest.raises(DataError):
+        plan_window(clip, num_frames=5, frame_stride=2, seed=0)  # 7 frames in [2, 9): a window of 9 does not fit

@@ -185,9 +185,12 @@ def _generate(engine: Engine, win: Window, out: Path, real_meta: dict) -> None:
 
 
 def _real_meta(win: Window, options: EvalOptions) -> dict[str, Any]:
+    """What the stored real window depends on: the clip (and its file's size and time), range, size, fit."""
     clip = win.clip
+    stat = clip.path.stat()
     return {
-        "path": str(clip.path.resolve()), "start": clip.start, "end": clip.end, "indices": list(win.indices),
+        "path": str(clip.path.resolve()), "bytes": stat.st_size if clip.path.is_file() else None,
+        "mtime_ns": stat.st_mtime_ns, "start": clip.start, "end": clip.end, "indices": list(win.indices),
         "size": list(options.size), "fit": options.fit,
     }  # fmt: skip
 
