@@ -150,7 +150,10 @@ def evaluate(
     if not quiet:
         from rich.console import Console
 
-        Console(highlight=False, width=None if sys.stdout.isatty() else TABLE_WIDTH).print(report.table())
+        console = Console(highlight=False, width=None if sys.stdout.isatty() else TABLE_WIDTH)
+        console.print(report.table())
+        for line in report.explanations():
+            console.print(f"[dim]{escape(line)}[/]")
     out.result(f"eval: {report.header['clips_evaluated']} clip(s), report in {paths['json']} and {paths['csv']}")
 
 

@@ -104,7 +104,7 @@ class EvalReport:
         return paths
 
     def table(self):
-        """A Rich table of the means, best value per column in bold, unavailable metrics explained below."""
+        """A Rich table of the means, the best value per column in bold (``explanations`` says what is missing)."""
         from rich.table import Table
 
         h = self.header
@@ -134,12 +134,6 @@ class EvalReport:
                 cells.append(f"[bold]{text}[/]" if row["engine"] != REFERENCE and best.get(m) == row[m] else text)
             style = "dim" if row["engine"] == REFERENCE else None
             table.add_row(row["engine"], str(row["clips"]), *cells, _fmt(row["seconds"], "seconds"), style=style)
-        from rich.markup import escape
-
-        caption = [escape(line) for line in self.explanations()]
-        if caption:
-            table.caption = "\n".join(caption)
-            table.caption_justify = "left"
         return table
 
 

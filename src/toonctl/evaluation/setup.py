@@ -113,8 +113,8 @@ def build_run(
     options = EvalOptions(
         output=Path(output), size=size, num_frames=num_frames, frame_stride=frame_stride, fs=fs, fit=fit, seed=seed,
         max_clips=max_clips, media=media,
-        header={"device": str(device), "clip_weights": str(clip_weights) if clip_weights else None,
-                "i3d": str(i3d) if i3d else None},
+        header={"device": str(device), "weights": [str(path) for path, _ in checkpoints],
+                "clip_weights": str(clip_weights) if clip_weights else None, "i3d": str(i3d) if i3d else None},
     )  # fmt: skip
 
     def load_metrics() -> MetricSuite:
