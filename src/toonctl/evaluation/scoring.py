@@ -95,7 +95,7 @@ class MetricSuite:
             try:
                 suite.clip = CLIPScorer.from_checkpoint(clip_weights, clip_config, device=device)
             except CheckpointError as exc:
-                reason = f"{clip_weights}: {str(exc).splitlines()[0]}"
+                reason = f"{clip_weights}: {str(exc).splitlines()[0]}; give --clip-weights model.ckpt (official)"
                 suite.unavailable["clip_img"] = suite.unavailable["clip_txt"] = reason
         location = find_i3d(i3d_path)
         if location.path is None:
