@@ -80,7 +80,7 @@ def _keys(state_dict: Mapping[str, torch.Tensor], prefix: str, skip: Sequence[st
 
 
 def _embed_dim(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
-    if key not in set(state_dict.keys()):  # a lazy safetensors mapping raises its own error on a missing key
+    if key not in state_dict:
         from toonctl.errors import CheckpointMismatchError
 
         raise CheckpointMismatchError(
