@@ -28,8 +28,9 @@ def test_engine_names_and_checkpoint_labels():
     from pathlib import Path
 
     assert checkpoint_labels([Path("a/model.ckpt")]) == ["toonctl"]
-    assert checkpoint_labels([Path("a/model.ckpt"), Path("b/ft.safetensors"), Path("c/model.ckpt")]) == [
-        "toonctl:model", "toonctl:ft", "toonctl:model#3",
+    assert checkpoint_labels([Path("a/base.ckpt"), Path("b/ft.safetensors")]) == ["toonctl:base", "toonctl:ft"]
+    assert checkpoint_labels([Path("w/model.ckpt"), Path("ft/model.safetensors"), Path("w/model.pt")]) == [
+        "toonctl:w/model", "toonctl:ft/model", "toonctl:w/model#3",
     ]  # fmt: skip
 
 

@@ -116,15 +116,17 @@ class ToonctlEngine:
 
 
 def checkpoint_labels(paths: Sequence[Path]) -> list[str]:
-    """Engine names for the checkpoints: ``toonctl`` for one, ``toonctl:<file stem>`` (numbered if needed) for more."""
+    """Engine names for the checkpoints: ``toonctl`` for one; for more, ``toonctl:<file stem>``, or
+    ``toonctl:<folder>/<file stem>`` when stems repeat (numbered when even that repeats)."""
     if len(paths) == 1:
         return ["toonctl"]
+    stems = [p.stem or p.name for p in paths]
+    if len(set(stems)) < len(stems):
+        stems = [f"{p.parent.name}/{stem}" if p.parent.name else stem for p, stem in zip(paths, stems, strict=True)]
     labels: list[str] = []
-    for path in paths:
-        label = f"toonctl:{path.stem or path.name}"
-        if label in labels:
-            label = f"{label}#{len(labels) + 1}"
-        labels.append(label)
+    for stem in stems:
+        label = f"toonctl:{stem}"
+        labels.append(label if label not in labels else f"{label}#{len(labels) + 1}")
     return labels
 
 
