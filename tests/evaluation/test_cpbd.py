@@ -43,16 +43,22 @@ def test_cpbd_is_nan_without_edge_blocks_or_smaller_than_a_block():
     assert math.isnan(C.cpbd(_cartoon(size=(48, 256))))
 
 
-def test_edge_width_of_a_step_and_a_ramp():
-    row = np.array([0, 0, 0, 0, 100, 100, 100, 100] + [100] * 8, dtype=float)
+def test_edge_widths_as_the_release_measures_them():
+    step = np.array([0, 0, 0, 0, 100, 100, 100, 100] + [100] * 8, dtype=float)
     ramp = np.array([0, 0, 0, 25, 50, 75, 100, 100] + [100] * 8, dtype=float)
-    gray = np.stack([row] * 5 + [ramp] * 5)
-    edges = C.vertical_sobel_edges(gray)
-    widths = C.edge_widths(gray, edges)
-    assert set(widths[:5][edges[:5]].tolist()) == {1.0}  # one pixel from the minimum to the maximum
-    assert set(widths[5:][edges[5:]].tolist()) == {4.0}
-    falling = C.edge_widths(gray[:, ::-1], np.ones_like(edges))
-    assert falling[0, 11] == 1.0  # the mirrored step (now falling) between columns 11 and 12
+    gray = np.stack([step] * 5 + [ramp] * 5)
+    everywhere = np.ones(gray.shape, dtype=bool)
+    widths = C.edge_widths(gray, everywhere)
+    # a one-pixel step is 2 wide from either side of it (the search starts one pixel beside the edge)
+    assert widths[2, 3] == 2 and widths[2, 4] == 2
+    # the ramp's middle: from the minimum at column 2 to the maximum at column 6
+    assert widths[7, 4] == 4
+    assert widths[0, 3] == 0 and widths[9, 4] == 0 and widths[2, 0] == 0  # nothing on the border
+    falling = C.edge_widths(gray[:, ::-1].copy(), everywhere)
+    assert falling[2, 11] == 2 and falling[7, 11] == 4  # mirrored: falling edges, same widths
+    # edges whose gradient points elsewhere get no width (a zero horizontal gradient counts as 0°, as released)
+    diagonal = 10.0 * np.add.outer(np.arange(8), np.arange(8))
+    assert not C.edge_widths(diagonal, np.ones((8, 8), dtype=bool)).any()
 
 
 def test_hysteresis_keeps_exactly_the_components_touching_a_strong_pixel():

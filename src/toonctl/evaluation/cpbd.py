@@ -3,24 +3,27 @@ sharpness index in [0, 1], higher is sharper. ToonCrafter's Table 1 reports it f
 
 The published algorithm, written here in numpy (no scipy, no OpenCV):
 
-1. The picture becomes grey levels in [0, 255] (``0.2989 R + 0.5870 G + 0.1140 B``, MATLAB's ``rgb2gray``).
+1. The picture becomes grey levels in [0, 255] (``0.2989 R + 0.5870 G + 0.1140 B``, MATLAB's ``rgb2gray``,
+   rounded for 8-bit pictures).
 2. Edge pixels for the block decision: Canny as MATLAB's ``edge(I, 'canny')`` sets it up: a Gaussian of
    sigma √2, Sobel gradients, non-maximum suppression in four directions, hysteresis with the high threshold at
    the 70th percentile of the normalised gradient magnitude and the low one at 0.4 x high (8-connected).
 3. Edge pixels whose width is measured: vertical edges as MATLAB's ``edge(I, 'sobel', 'vertical')`` finds
    them: ``gx²`` (horizontal Sobel) above four times its image mean, thinned to horizontal local maxima.
-4. The width of each such edge (Marziliano et al. 2002): along its row, from the local extremum on one side
-   to the local extremum on the other (rising edge: the minimum on the left to the maximum on the right;
-   falling edge: the reverse), in pixels.
+4. The width of each such edge whose gradient points left or right (Marziliano et al. 2002): along its
+   row, from the local extremum on one side to the one on the other (rising edge: the minimum on the left
+   to the maximum on the right; falling edge: the reverse), searched from one pixel beside the edge, as the
+   authors' release does (a one-pixel step is 2 wide; see ``edge_widths``).
 5. The picture is cut into 64x64 blocks (a partial block at the right or bottom edge is left out). A block
-   with more than 0.2 % Canny edge pixels is an edge block; its contrast ``C = max - min`` grey level sets
+   with more than 0.2 % Canny edge pixels is an edge block; its contrast ``C = max - min`` grey level (truncated) sets
    the just-noticeable-blur width ``w_JNB`` = 5 when ``C <= 50``, else 3.
 6. Every measured edge of an edge block gets the probability of detecting its blur
    ``P = 1 - exp(-(w / w_JNB)^3.6)``; CPBD is the fraction of these edges whose P, rounded to a percent, is
    at most ``P_JNB`` = 63 %.
 
-A picture without an edge block has no CPBD (NaN); so does one smaller than a block. Differences from the
-authors' MATLAB code are possible in the Canny and Sobel details (filter sizes, borders: replicated here).
+A picture without an edge block has no CPBD (NaN); so does one smaller than a block. Steps 4-6 follow the
+authors' MATLAB release (Canny edges decide the blocks, Sobel edges get widths); differences are possible in
+the Canny and Sobel details (filter sizes, borders: replicated here), which MATLAB's ``edge`` does not publish.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ CANNY_SIGMA = 2**0.5
 CANNY_NON_EDGE_FRACTION = 0.7
 CANNY_LOW_RATIO = 0.4
 SOBEL_SCALE = 4.0
+MAX_SIDE = 101  # the release searches at most 101 pixels each side of an edge
 
 
 def cpbd(image: np.ndarray) -> float:
@@ -53,7 +57,7 @@ def cpbd(image: np.ndarray) -> float:
             if canny[rows, cols].sum() <= EDGE_BLOCK_FRACTION * BLOCK * BLOCK:
                 continue
             block = gray[rows, cols]
-            contrast = int(round(block.max() - block.min()))
+            contrast = int(block.max() - block.min())  # truncated, as the release indexes its table
             width_jnb = 5.0 if contrast <= 50 else 3.0
             block_widths = widths[rows, cols]
             block_widths = block_widths[block_widths > 0]
@@ -70,7 +74,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` RGB or ``(H, W)`` -> ``(H, W)`` float64 grey levels (MATLAB ``rgb2gray`` weights)."""
     x = np.asarray(image, dtype=np.float64)
     if x.ndim == 3 and x.shape[-1] == 3:
-        return x @ np.array([0.2989, 0.5870, 0.1140])
+        gray = x @ np.array([0.2989, 0.5870, 0.1140])
+        return np.round(gray) if np.asarray(image).dtype == np.uint8 else gray  # rgb2gray keeps uint8 levels
     if x.ndim == 2:
         return x
     raise ValueError(f"expected an (H, W, 3) or (H, W) picture, got {x.shape}")
@@ -200,28 +205,41 @@ def vertical_sobel_edges(gray: np.ndarray) -> np.ndarray:
 def edge_widths(gray: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """``(H, W)`` float64: the Marziliano width of each edge pixel of ``edges`` (0 elsewhere).
 
-    For every pixel the run ends are found for the whole picture at once: the nearest column to the right
-    where the row stops rising (or falling) and the nearest one to the left where it stops falling (rising).
+    As the authors' release measures it: only edges whose gradient (``numpy.gradient``) points left or right
+    (its angle rounded to a multiple of 45° is 0 or ±180°; a zero horizontal gradient counts as 0°) and that
+    are not on the picture's border get a width. For a rising edge at column ``c`` the width is ``c - q + p - c``
+    with ``q`` the first column left of ``c - 1`` (included) where the row stops falling leftwards and ``p`` the
+    first column right of ``c + 1`` (included) where it stops rising (the reverse for a falling edge), each side
+    at most 101. A one-pixel step is 2 wide. All columns are computed at once with running minima/maxima.
     """
     h, w = gray.shape
     cols = np.broadcast_to(np.arange(w), (h, w))
-    step = np.diff(gray, axis=1)  # (H, W-1): step[c] = I[c+1] - I[c]
-    pad_end = np.full((h, 1), 0.0)
+    ahead = np.zeros((h, w))
+    ahead[:, :-1] = np.diff(gray, axis=1)  # ahead[c] = I[c+1] - I[c]
+    behind = np.zeros((h, w))
+    behind[:, 1:] = np.diff(gray, axis=1)  # behind[c] = I[c] - I[c-1]
+    last, first = cols == w - 1, cols == 0
 
-    def first_right(stop: np.ndarray) -> np.ndarray:
-        """Smallest p >= c where ``stop[p]`` (a (H, W) mask over columns), else W-1."""
-        marks = np.where(stop, cols, w - 1)
-        return np.minimum.accumulate(marks[:, ::-1], axis=1)[:, ::-1]
+    def right_end(stop: np.ndarray) -> np.ndarray:
+        """For each column c: the first p >= c + 1 where ``stop``, minus c."""
+        marks = np.where(stop | last, cols, w - 1)
+        nearest = np.minimum.accumulate(marks[:, ::-1], axis=1)[:, ::-1]
+        shifted = np.concatenate([nearest[:, 1:], np.full((h, 1), w - 1)], axis=1)
+        return np.minimum(shifted - cols, MAX_SIDE)
 
-    def last_left(stop: np.ndarray) -> np.ndarray:
-        """Largest q <= c where ``stop[q]``, else 0."""
-        marks = np.where(stop, cols, 0)
-        return np.maximum.accumulate(marks, axis=1)
+    def left_end(stop: np.ndarray) -> np.ndarray:
+        """For each column c: c minus the last q <= c - 1 where ``stop``."""
+        marks = np.where(stop | first, cols, 0)
+        nearest = np.maximum.accumulate(marks, axis=1)
+        shifted = np.concatenate([np.zeros((h, 1), dtype=nearest.dtype), nearest[:, :-1]], axis=1)
+        return np.minimum(cols - shifted, MAX_SIDE)
 
-    ahead = np.concatenate([step, pad_end], axis=1)  # ahead[c] = I[c+1] - I[c] (0 at the last column)
-    behind = np.concatenate([pad_end, step], axis=1)  # behind[c] = I[c] - I[c-1] (0 at the first column)
-    rising_width = first_right(ahead <= 0) - last_left(behind <= 0)  # up to the max, back to the min
-    falling_width = first_right(ahead >= 0) - last_left(behind >= 0)  # down to the min, back to the max
-    gx, _ = sobel(gray)
-    widths = np.where(gx > 0, rising_width, np.where(gx < 0, falling_width, 0))
-    return np.where(edges, widths, 0).astype(np.float64)
+    rising = left_end(behind <= 0) + right_end(ahead <= 0)  # back to the minimum, on to the maximum
+    falling = left_end(behind >= 0) + right_end(ahead >= 0)  # back to the maximum, on to the minimum
+    gy, gx = np.gradient(gray)
+    angle = 45 * np.round(np.degrees(np.arctan2(gy, gx)) / 45)
+    angle[gx == 0] = 0
+    widths = np.where(angle == 0, rising, np.where(np.abs(angle) == 180, falling, 0)).astype(np.float64)
+    inside = np.zeros((h, w), dtype=bool)
+    inside[1:-1, 1:-1] = True
+    return np.where(edges & inside, widths, 0.0)
