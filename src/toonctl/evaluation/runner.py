@@ -90,7 +90,8 @@ def run_evaluation(
     """
     progress = progress or _nothing
     out = Path(options.output)
-    windows, skipped = plan_windows(clips, options)
+    windows, skipped = plan_windows(clips, options, progress)
+    progress("checking", len(clips), len(clips), "")
     if not windows:
         reasons = "; ".join(s["reason"] for s in skipped[:3])
         raise DataError(
