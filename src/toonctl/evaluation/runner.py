@@ -53,12 +53,15 @@ def _nothing(phase: str, done: int, total: int, label: str) -> None:
     pass
 
 
-def plan_windows(clips: Sequence[ClipRecord], options: EvalOptions) -> tuple[list[Window], list[dict[str, Any]]]:
+def plan_windows(
+    clips: Sequence[ClipRecord], options: EvalOptions, progress: ProgressFn = _nothing
+) -> tuple[list[Window], list[dict[str, Any]]]:
     """The windows of the first ``max_clips`` clips that have one, and the skipped clips with the reason."""
     windows, skipped = [], []
-    for clip in clips:
+    for i, clip in enumerate(clips):
         if options.max_clips is not None and len(windows) >= options.max_clips:
             break
+        progress("checking", i, len(clips), clip.path.name)
         try:
             windows.append(
                 plan_window(
