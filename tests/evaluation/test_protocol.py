@@ -94,3 +94,29 @@ def test_a_video_gives_its_fps_and_a_manifest_its_range_and_caption(tmp_path):
     assert int(np.argmin(errors)) == 2
     with pytest.raises(DataError):
         plan_window(clip, num_frames=5, frame_stride=2, seed=0)  # 7 frames in [2, 9): a window of 9 does not fit
+
+
+def test_an_interrupted_run_keeps_what_was_made_and_leaves_no_partial_file(folder_clip, tmp_path):
+    from toonctl.evaluation.engines import BlendEngine
+    from toonctl.evaluation.runner import EvalOptions, run_evaluation
+
+    class Interrupted(BlendEngine):
+        name = "flaky"
+        calls = 0
+        closed = False
+
+        def interpolate(self, keys, **kwargs):
+            Interrupted.calls += 1
+            if Interrupted.calls == 2:
+                raise KeyboardInterrupt
+            return super().interpolate(keys, **kwargs)
+
+        def close(self):
+            Interrupted.closed = True
+
+    second = ClipRecord(folder_clip.path, start=1)
+    options = EvalOptions(output=tmp_path / "out", size=(32, 64), num_frames=4, media=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation([folder_clip, second], [Interrupted()], lambda: None, options)
+    made = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert made == ["flaky.npz", "real.npz", "real.npz"] and Interrupted.closed
