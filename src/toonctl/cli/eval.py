@@ -110,8 +110,11 @@ def evaluate(
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
-    """Score interpolators on your clips: the 16-frame window's first and last frames are the keys, the
-    frames between are the truth (FVD, KVD, LPIPS, CLIP_img, CLIP_txt, CPBD, PSNR, SSIM)."""
+    """Benchmark interpolators on your clips: FVD, KVD, LPIPS, CLIP_img, CLIP_txt, CPBD, PSNR, SSIM.
+
+    From each clip a window of 16 frames is taken; its first and last frames are the keys, the frames between
+    are the truth. Generated clips are kept in the report folder, so a re-run resumes and reproduces.
+    """
     from toonctl.evaluation.engines import parse_engine_names
     from toonctl.evaluation.setup import build_run
     from toonctl.io.clips import discover_clips
