@@ -102,5 +102,7 @@ def test_bad_input_is_one_error_line(clips, tmp_path):
     no_i3d = invoke(clips, "-o", tmp_path / "r", "--engines", "blend", "--i3d", tmp_path / "i3d.pt")
     assert no_i3d.exit_code == 1 and "no I3D file at" in no_i3d.stderr
     assert invoke(clips, "-o", tmp_path / "r", "--engines", "film").exit_code == 2
+    assert invoke(clips, "-o", tmp_path / "r", "--offload", "bogus").exit_code == 2
+    assert invoke(clips, "-o", tmp_path / "r", "--decoder", "bogus").exit_code == 2
     no_model = invoke(clips, "-o", tmp_path / "r", "--engines", "toonctl")
     assert no_model.exit_code == 1 and "Error:" in no_model.stderr

@@ -107,6 +107,8 @@ def evaluate(
     ] = True,
     device: opt.DeviceOpt = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16, fp16.", rich_help_panel=opt.MODEL)] = "auto",
+    decoder: opt.DecoderOpt = "dualref",
+    offload: opt.OffloadOpt = "none",
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -118,6 +120,7 @@ def evaluate(
     from toonctl.evaluation.engines import parse_engine_names
     from toonctl.evaluation.setup import build_run
     from toonctl.io.clips import discover_clips
+    from toonctl.pipelines.placement import OFFLOAD_MODES
     from toonctl.presets import FIT_MODES, parse_size
 
     if fit not in FIT_MODES:
@@ -129,6 +132,8 @@ def evaluate(
         requested_size = parse_size(size) if size else None
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
+        if offload not in OFFLOAD_MODES:
+            raise ValueError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     out = Output(json_mode=json_out, quiet=quiet)
@@ -137,7 +142,8 @@ def evaluate(
         names, weights=weights or [], config=config, clip_weights=clip_weights, i3d=i3d, lpips_dir=lpips_dir,
         rife_weights=rife_weights, num_frames=num_frames, frame_stride=frame_stride, fs=fs, size=requested_size,
         fit=fit, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, eta=eta, seed=seed,
-        max_clips=max_clips, media=media, output=output, device=torch_device, dtype=torch_dtype,
+        max_clips=max_clips, media=media, output=output, device=torch_device, dtype=torch_dtype, decoder=decoder,
+        offload=offload,
     )  # fmt: skip
     from rich.markup import escape
 

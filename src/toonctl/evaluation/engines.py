@@ -71,6 +71,8 @@ class ToonctlEngine:
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     device: str | torch.device = "cpu"
     dtype: torch.dtype = torch.float32
+    decoder: str = "dualref"  # the VAE decode stage (toonctl.pipelines.decoders)
+    offload: str = "none"  # toonctl.pipelines.placement.OFFLOAD_MODES
     loader: Callable[[], Any] | None = None  # builds the pipeline (default: from_checkpoint)
     _pipe: Any = None
 
@@ -81,6 +83,7 @@ class ToonctlEngine:
             "weights": self.weights.name,
             "weights_bytes": stat.st_size if stat else None,
             "dtype": str(self.dtype).removeprefix("torch."),
+            "decoder": self.decoder,
             **self.settings.__dict__,
         }
 
@@ -90,11 +93,13 @@ class ToonctlEngine:
             if self.loader is not None:
                 self._pipe = self.loader()
             else:
+                from toonctl.pipelines.decoders import parse_decoder
                 from toonctl.pipelines.interpolate import InterpolationPipeline
 
                 self._pipe = InterpolationPipeline.from_checkpoint(
-                    self.weights, self.config, device=self.device, dtype=self.dtype
+                    self.weights, self.config, device=self.device, dtype=self.dtype, offload=self.offload
                 )
+                self._pipe.decoder = parse_decoder(self.decoder)
         return self._pipe
 
     def interpolate(self, keys: torch.Tensor, *, num_frames: int, prompt: str, fs: int, seed: int) -> torch.Tensor:

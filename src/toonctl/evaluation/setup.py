@@ -60,6 +60,8 @@ def build_run(
     media: bool = True,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    decoder: str = "dualref",
+    offload: str = "none",
 ) -> EvalRun:
     """Resolve the choices of ``toonctl eval`` (see its help) into an ``EvalRun``.
 
@@ -99,7 +101,11 @@ def build_run(
         if name == "toonctl":
             labels = checkpoint_labels([path for path, _ in checkpoints])
             for label, (path, cfg) in zip(labels, checkpoints, strict=True):
-                engines.append(ToonctlEngine(label, path, cfg, settings, device=device, dtype=dtype))
+                engines.append(
+                    ToonctlEngine(
+                        label, path, cfg, settings, device=device, dtype=dtype, decoder=decoder, offload=offload
+                    )
+                )
         elif name == "blend":
             engines.append(BlendEngine())
         elif name == "rife":
