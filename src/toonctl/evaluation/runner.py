@@ -101,22 +101,37 @@ def run_evaluation(
             f"no clip has the {options.num_frames} frames a window needs" + (f" ({reasons})" if reasons else ""),
             hint="give longer clips, or a smaller --num-frames or --frame-stride",
         )
-    h, w = options.size
     report = EvalReport(header=_header(options, windows, engines))
     report.clips = [_clip_entry(win) for win in windows] + skipped
     for name, reason in (skipped_engines or {}).items():
         report.notes.append(f"engine {name} skipped: {reason}")
 
-    # 1. the real windows
     real_meta = {win.clip_id: _real_meta(win, options) for win in windows}
+    _store_real_windows(windows, real_meta, options, progress)
+    _generate_all(engines, windows, real_meta, out, progress)
+    _score_all(report, engines, windows, real_meta, load_metrics(), options, progress)
+    report.header["clips_evaluated"] = len(windows)
+    report.header["clips_skipped"] = len(skipped)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------- passes
+
+
+def _store_real_windows(windows: list[Window], real_meta: dict, options: EvalOptions, progress: ProgressFn) -> None:
+    """Pass 1: every clip's window read, fitted and stored (kept from an earlier run when unchanged)."""
     for i, win in enumerate(windows):
         progress("reading", i, len(windows), win.clip_id)
-        path = cache.entry_path(out, win.clip_id, REFERENCE)
+        path = cache.entry_path(options.output, win.clip_id, REFERENCE)
         if cache.load(path, real_meta[win.clip_id]) is None:
             cache.store(path, read_window(win, options.size, options.fit), real_meta[win.clip_id])
     progress("reading", len(windows), len(windows), "")
 
-    # 2. generation, one engine at a time
+
+def _generate_all(
+    engines: Sequence[Engine], windows: list[Window], real_meta: dict, out: Path, progress: ProgressFn
+) -> None:
+    """Pass 2: each engine in turn makes every window it has not made yet, then frees its model."""
     total, done = len(windows) * len(engines), 0
     for engine in engines:
         try:
@@ -128,8 +143,19 @@ def run_evaluation(
             engine.close()
     progress("generating", total, total, "")
 
-    # 3. scoring and media
-    suite = load_metrics()
+
+def _score_all(
+    report: EvalReport,
+    engines: Sequence[Engine],
+    windows: list[Window],
+    real_meta: dict,
+    suite: MetricSuite,
+    options: EvalOptions,
+    progress: ProgressFn,
+) -> None:
+    """Pass 3: the metrics of every clip and engine into ``report``, the media, then FVD and KVD per engine."""
+    out = Path(options.output)
+    h, w = options.size
     report.unavailable.update(suite.unavailable)
     if min(h, w) < CPBD_MIN_SIDE:
         report.unavailable["cpbd"] = f"frames of {h}x{w} hold no 64x64 block (CPBD's unit); use a larger --size"
@@ -157,16 +183,13 @@ def run_evaluation(
         if options.media:
             _clip_entry_of(report, win).update(_media(out, win, media_rows))
     progress("scoring", len(windows), len(windows), "")
-    for engine in engines:
-        if suite.i3d is not None:
+    if suite.i3d is not None:
+        for engine in engines:
             scores, reason = set_metrics(features[engine.name], features[REFERENCE])
             report.set_scores[engine.name] = scores
             if reason:
                 report.unavailable.setdefault("fvd", reason)
                 report.unavailable.setdefault("kvd", reason)
-    report.header["clips_evaluated"] = len(windows)
-    report.header["clips_skipped"] = len(skipped)
-    return report
 
 
 # ------------------------------------------------------------------------------------------------- helpers
