@@ -51,3 +51,28 @@ def test_a_checkpoint_without_the_clip_heads_is_explained(tiny_config, tiny_stat
     suite = MetricSuite.load(lpips_dir=tmp_path, clip_weights=tmp_path / "pruned.safetensors", clip_config=tiny_config)
     assert suite.clip is None
     assert "projection head" in suite.unavailable["clip_img"] and "--clip-weights" in suite.unavailable["clip_txt"]
+
+
+def test_lpips_from_local_weight_files(tiny_config, tmp_path, window):
+    """Random weights in the two files' layouts: the column fills in, 0 for identical frames."""
+    import torch
+
+    from toonctl.metrics import ALEXNET_FILE, LPIPS, LPIPS_LINEAR_FILE
+
+    torch.manual_seed(0)
+    model = LPIPS()
+    backbone = {
+        f"features.{i}.{p}": getattr(conv, p).detach().abs()
+        for i, conv in model.features.items()
+        for p in ("weight", "bias")
+    }
+    torch.save(backbone, tmp_path / ALEXNET_FILE)
+    torch.save(
+        {f"lin{i}.model.1.weight": lin.weight.detach().abs() for i, lin in enumerate(model.lins)},
+        tmp_path / LPIPS_LINEAR_FILE,
+    )
+    suite = MetricSuite.load(lpips_dir=tmp_path)
+    assert "lpips" not in suite.unavailable and "clip_img" in suite.unavailable
+    ref = suite.reference(window, "")
+    assert suite.score(window, window.copy(), "", ref)["lpips"] == pytest.approx(0.0, abs=1e-9)
+    assert suite.score(window, 255 - window, "", ref)["lpips"] > 0
