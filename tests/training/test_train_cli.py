@@ -47,7 +47,7 @@ def test_loss_falls_overfitting_one_clip(tmp_path):
 
     (tmp_path / "clip").mkdir()
     moving_square_clip(tmp_path / "clip" / "one.mp4", count=4)
-    data = DataSettings(size=(32, 64), num_frames=4, stride=(1, 1))
+    data = DataSettings(size=(32, 32), num_frames=4, stride=(1, 1))
     objective = load_objective(UNetSettings(weights=str(TINY), trainable="full", dropout=0.0))
     batch, _ = collate(
         [
@@ -61,7 +61,7 @@ def test_loss_falls_overfitting_one_clip(tmp_path):
             return sum(objective.compute_loss(batch, torch.Generator().manual_seed(s)).loss.item() for s in range(4))
 
     before = fixed_loss()
-    settings = TrainSettings(output_dir=tmp_path / "run", max_steps=15, effective_batch=1, learning_rate=3e-3,
+    settings = TrainSettings(output_dir=tmp_path / "run", max_steps=12, effective_batch=1, learning_rate=3e-3,
                              num_workers=0, cpu=True, checkpoint_every=1000, log_every=1)  # fmt: skip
     train(lambda: objective, [tmp_path / "clip"], data, settings, objective_name="unet")
     objective.pipe.unet.eval()
@@ -161,8 +161,6 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(clips, tmp_path):
     checkpoints = sorted((run / "checkpoints").glob("step-*"))
     assert len(checkpoints) == 1 and int(checkpoints[0].name[5:]) >= 1, err
     assert "continue with --resume" in err and "Traceback" not in err
-    resumed = invoke("unet", clips, "-o", run, "--resume", "--max-steps", int(checkpoints[0].name[5:]) + 1, *FAST)
-    assert resumed.exit_code == 0, resumed.output
 
 
 def test_two_processes_equal_one_with_the_same_global_batch(clips, tmp_path):

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from toonctl.errors import ToonctlError
-from toonctl.training.data import DataSettings, StreamSampler, build_dataset, make_loader
+from toonctl.training.data import DataSettings, SampleHook, StreamSampler, build_dataset, make_loader
 from toonctl.training.logging import MetricsLogger, Throughput
 from toonctl.training.run import RunFolder, checkpoint_name, model_files, read_state
 
@@ -303,8 +303,11 @@ def train(
     objective_settings: Mapping[str, Any] | None = None,
     resume: bool = False,
     reporter: Reporter | None = None,
+    sample_hook: SampleHook | None = None,
 ) -> TrainResult:
     """Train an objective on the clips under ``inputs``; see the module docstring.
+
+    ``sample_hook`` adds objective-specific tensors to each sample in the workers (``toonctl.training.data``).
 
     Order of the checks, so a mistake is reported before anything slow: the data (discovery, then the first
     batch is read), the run folder (new or a matching resume), then the model (``make_objective()``).
@@ -317,7 +320,7 @@ def train(
     from accelerate.utils import set_seed
 
     reporter = reporter or Reporter()
-    dataset = build_dataset(inputs, data)
+    dataset = build_dataset(inputs, data, sample_hook)
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=settings.cpu)
     processes, rank = accelerator.num_processes, accelerator.process_index
     accumulation = accumulation_steps(settings.effective_batch, settings.batch_size, processes)
@@ -397,7 +400,8 @@ def train(
             _validate(objective, accelerator, trained_names, state.step, run.validation_dir, reporter)
         accelerator.wait_for_everyone()
 
-    reporter.start(settings.max_steps, start_step) if accelerator.is_main_process else None
+    if accelerator.is_main_process:
+        reporter.start(settings.max_steps, start_step)
     if settings.validation_every and start_step == 0:
         validate()
     interrupted = False
@@ -500,7 +504,9 @@ def _optimizer(params: list[nn.Parameter], lr: float, settings: TrainSettings, a
                 reporter.warn("bitsandbytes is not installed: using AdamW (pip install bitsandbytes)")
         else:
             reporter.warn("8-bit AdamW needs CUDA: using AdamW")
-    return torch.optim.AdamW(params, **kwargs)
+    # One kernel over all tensors (foreach; fused on CUDA) instead of a Python loop over ~1,100 tensors.
+    fast = {"fused": True} if accelerator.device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(params, **kwargs, **fast)
 
 
 @dataclass

@@ -218,6 +218,7 @@ class TrainRun:
         make_objective: Callable[[], Any],
         objective_settings: dict[str, Any],
         data: DataSettings,
+        sample_hook: Callable | None = None,
     ) -> TrainResult:
         """Train; print the result (or, on Ctrl-C, where the checkpoint is, then exit 130)."""
         from toonctl.training.engine import TrainingInterrupted, train
@@ -228,6 +229,7 @@ class TrainRun:
             result = train(
                 make_objective, self.data, data, settings, objective_name=objective_name,
                 objective_settings=objective_settings, resume=self.resume, reporter=reporter,
+                sample_hook=sample_hook,
             )  # fmt: skip
         except TrainingInterrupted as stop:
             reporter.finish()
