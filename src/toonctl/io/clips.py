@@ -39,6 +39,7 @@ MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")  # a folder holding one of t
 MANIFEST_COLUMNS = ("path", "caption", "fps", "start", "end")
 WEBVID_COLUMNS = ("videoid", "name", "page_dir")
 PROMPT_FILE = "prompt.txt"
+SKETCH_FOLDER = "sketches"  # the clips' line art beside them (toonctl train sketch-encoder): never a clip
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def _discover_folder(folder: Path) -> list[ClipRecord]:
             return read_manifest(folder / name)
     entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=natural_key)
     videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES + ANIMATION_SUFFIXES]
-    folders = [p for p in entries if p.is_dir()]
+    folders = [p for p in entries if p.is_dir() and p.name != SKETCH_FOLDER]
     stills = [p for p in entries if p.is_file() and p.suffix.lower() in set(IMAGE_SUFFIXES) - set(ANIMATION_SUFFIXES)]
     if stills and not folders and not any(p.suffix.lower() in VIDEO_SUFFIXES for p in videos):
         return [ClipRecord(folder, caption=_caption_for(folder))]

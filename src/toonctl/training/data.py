@@ -51,6 +51,8 @@ class DataSettings:
         stride: (min, max) frame stride, both inclusive.
         fit: ``crop``, ``pad`` or ``resize`` (see ``toonctl.io.frames.fit_image``).
         default_fps: the frame rate of clips that have none (folders of frames).
+        sketch_folders: also read each frame's sketch from the clip's ``sketches/`` folder (``"hints"``, for
+            the sketch-encoder objective; ``toonctl.training.sketch_objective.read_folder_sketches``).
     """
 
     size: tuple[int, int] = (320, 512)
@@ -58,6 +60,7 @@ class DataSettings:
     stride: tuple[int, int] = DEFAULT_STRIDE
     fit: str = "crop"
     default_fps: float = DEFAULT_FPS
+    sketch_folders: bool = False
 
     def __post_init__(self) -> None:
         low, high = self.stride
@@ -207,6 +210,11 @@ class ClipDataset(Dataset):
             "frame_stride": window.stride,
             "path": str(record.path),
         }
+        if self.settings.sketch_folders:
+            from toonctl.training.sketch_objective import read_folder_sketches
+
+            source_frames = [record.start + i for i in window.indices]
+            sample["hints"] = read_folder_sketches(record.path, source_frames, self.settings.size, self.settings.fit)
         return sample if self.sample_hook is None else self.sample_hook(sample, rng)
 
 

@@ -10,7 +10,9 @@ import typer
 
 from toonctl.cli._help import Command, Group
 from toonctl.cli._output import examples_epilog
+from toonctl.cli.train import decoder as decoder_cmd
 from toonctl.cli.train import export as export_cmd
+from toonctl.cli.train import sketch_encoder as sketch_encoder_cmd
 from toonctl.cli.train import unet as unet_cmd
 
 train_app = typer.Typer(
@@ -22,6 +24,8 @@ train_app = typer.Typer(
 
 COMMANDS = [  # (name, function, examples)
     ("unet", unet_cmd.unet, unet_cmd.EXAMPLES),
+    ("sketch-encoder", sketch_encoder_cmd.sketch_encoder, sketch_encoder_cmd.EXAMPLES),
+    ("decoder", decoder_cmd.decoder, decoder_cmd.EXAMPLES),
     ("export", export_cmd.export, export_cmd.EXAMPLES),
 ]
 for _name, _function, _examples in COMMANDS:
