@@ -39,7 +39,8 @@ def run_toy(clips, run, resume=False, **overrides):
 
 
 def weights(checkpoint):
-    return load_file(str(checkpoint / "model.safetensors"))
+    """The toy model's trained weights in a checkpoint (accelerate saved them as ``parts.model.*``)."""
+    return {k.removeprefix("parts.model."): v for k, v in load_file(str(checkpoint / "model.safetensors")).items()}
 
 
 def test_accumulation():

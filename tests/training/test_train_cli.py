@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from toonctl.cli.app import app
+from toonctl.training.logging import read_metrics_csv
 
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "tiny-a" / "model.safetensors"
 FAST = ["--weights", str(TINY), "--size", "32x64", "--frames", "4", "--stride", "1:2", "--effective-batch", "1",
@@ -105,8 +106,11 @@ def test_train_resume_export_and_load(clips, tmp_path):
 def test_validation_grid_and_lora_export(clips, tmp_path):
     run = tmp_path / "lora"
     result = invoke("unet", clips, "-o", run, "--max-steps", "2", "--lora-rank", "4", *FAST[:-4],
-                    "--validation-every", "2", "--validation-steps", "2")  # fmt: skip
+                    "--validation-every", "2", "--validation-steps", "2", "--warmup-steps", "2",
+                    "--gradient-checkpointing")  # fmt: skip
     assert result.exit_code == 0, result.output
+    rows = read_metrics_csv(run / "logs" / "metrics.csv")
+    assert [r["lr"] for r in rows] == pytest.approx([0.5e-4, 1e-4])  # LoRA's 1e-4, warmed up over 2 steps
     grids = sorted(p.name for p in (run / "validation").iterdir())
     assert grids == ["step-0000000.gif", "step-0000002.gif"]
     config = json.loads((run / "config.json").read_text())
@@ -175,8 +179,6 @@ def test_two_processes_equal_one_with_the_same_global_batch(clips, tmp_path):
     assert two.returncode == 0, two.stderr
     state = json.loads((tmp_path / "two" / "checkpoints" / "step-0000002" / "trainer_state.json").read_text())
     assert (state["num_processes"], state["accumulation"], state["global_batch"]) == (2, 1, 2)
-    from toonctl.training.logging import read_metrics_csv
-
     rows = [read_metrics_csv(tmp_path / run / "logs" / "metrics.csv") for run in ("one", "two")]
     for name in ("loss", "grad_norm"):  # the same clips and draws: the same numbers, step by step
         assert [r[name] for r in rows[0]] == pytest.approx([r[name] for r in rows[1]], rel=1e-5)
@@ -186,6 +188,12 @@ def test_two_processes_equal_one_with_the_same_global_batch(clips, tmp_path):
     a = load_file(str(tmp_path / "one" / "checkpoints" / "step-0000002" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "checkpoints" / "step-0000002" / "model.safetensors"))
     assert a.keys() == b.keys()
-    update = torch.cat([(a[k] - base["model.diffusion_model." + k]).flatten() for k in a])
+    official = {"parts.unet.": "model.diffusion_model.", "parts.image_proj.": "image_proj_model."}
+
+    def base_key(key: str) -> str:
+        prefix = next(p for p in official if key.startswith(p))
+        return official[prefix] + key[len(prefix) :]
+
+    update = torch.cat([(a[k] - base[base_key(k)]).flatten() for k in a])
     difference = torch.cat([(a[k] - b[k]).flatten() for k in a])
     assert difference.norm() < 1e-2 * update.norm()

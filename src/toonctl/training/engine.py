@@ -20,7 +20,6 @@ the engine owns everything around it, on HuggingFace accelerate:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import signal
@@ -65,7 +64,8 @@ class Objective(Protocol):
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         """Modules holding the trained parameters (those with ``requires_grad``). The engine prepares them
-        (device, DDP, ...) and hands the prepared ones back with ``set_module``."""
+        (device, DDP, ...: under one root module whose forward is ``compute_loss``) and hands them back with
+        ``set_module`` (FSDP may wrap them in place)."""
 
     def set_module(self, name: str, module: nn.Module) -> None: ...
 
@@ -316,14 +316,17 @@ def train(
         DataError: no clips, or none usable. RunError: see ``RunFolder.start``.
         TrainingInterrupted: Ctrl-C, after the checkpoint is saved.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     reporter = reporter or Reporter()
     dataset = build_dataset(inputs, data, sample_hook)
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=settings.cpu)
-    processes, rank = accelerator.num_processes, accelerator.process_index
+    processes = PartialState(cpu=settings.cpu).num_processes
     accumulation = accumulation_steps(settings.effective_batch, settings.batch_size, processes)
+    accelerator = Accelerator(
+        mixed_precision=settings.mixed_precision, cpu=settings.cpu, gradient_accumulation_steps=accumulation
+    )
+    rank = accelerator.process_index
     global_batch = settings.batch_size * processes * accumulation
     if global_batch != settings.effective_batch and accelerator.is_main_process:
         reporter.warn(
@@ -368,12 +371,12 @@ def train(
     lr = settings.learning_rate or getattr(objective, "default_learning_rate", 1e-5)
     optimizer = _optimizer(list(params.values()), lr, settings, accelerator, reporter)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(settings.warmup_steps))
-    modules = [objective.trainable_modules()[name] for name in trained_names]
-    prepared = accelerator.prepare(*modules, optimizer)
-    prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
-    optimizer = prepared[-1]
-    for name, module in zip(trained_names, prepared[:-1], strict=True):
-        objective.set_module(name, module)
+    if getattr(objective, "find_unused_parameters", False):
+        accelerator.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)
+    model, optimizer = accelerator.prepare(TrainedModules(objective, trained_names), optimizer)
+    root = accelerator.unwrap_model(model)
+    for name in trained_names:  # FSDP may have wrapped them in place
+        objective.set_module(name, root.parts[name])
     accelerator.register_for_checkpointing(scheduler)
     ema = EMA(params, settings.ema_decay) if settings.ema_decay else None
     disc = _Discriminator.build(objective, lr, settings, accelerator)
@@ -397,7 +400,7 @@ def train(
 
     def validate() -> None:
         if accelerator.is_main_process and hasattr(objective, "validate"):
-            _validate(objective, accelerator, trained_names, state.step, run.validation_dir, reporter)
+            _validate(objective, trained_names, state.step, run.validation_dir, reporter)
         accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
@@ -409,7 +412,7 @@ def train(
         with _StopFlag() as stop:
             while state.step < settings.max_steps:
                 metrics = _optimizer_step(
-                    objective, accelerator, batches, optimizer, scheduler, trainable, settings, state,
+                    model, objective, accelerator, batches, optimizer, scheduler, trainable, settings, state,
                     accumulation, processes, rank, disc, reporter,
                 )  # fmt: skip
                 if ema is not None:
@@ -530,35 +533,34 @@ class _Discriminator:
 
 
 def _optimizer_step(
-    objective, accelerator, batches, optimizer, scheduler, trainable, settings, state, accumulation, processes,
-    rank, disc, reporter,
+    model, objective, accelerator, batches, optimizer, scheduler, trainable, settings, state, accumulation,
+    processes, rank, disc, reporter,
 ) -> dict[str, float]:  # fmt: skip
-    """Accumulate ``accumulation`` passes, clip, step; returns the step's metrics (reduced over processes)."""
+    """Accumulate ``accumulation`` passes (accelerate's ``accumulate``: no gradient all-reduce before the last,
+    loss divided by the count), clip, step; returns the step's metrics (reduced over processes)."""
     losses, extra = [], {}
-    trained = list(objective.trainable_modules().values())
+    grad_norm, lr = None, scheduler.get_last_lr()[0]  # the rate of this step
+    root = accelerator.unwrap_model(model)
     for micro in range(accumulation):
         batch, skipped = next(batches)
         _note_skipped(skipped, state, accelerator, reporter)
         batch = _to_device(batch, accelerator.device)
         generator = _seeded(settings.seed, state.step, micro * processes + rank)
-        sync = micro == accumulation - 1
-        with contextlib.ExitStack() as stack:
-            if not sync:
-                for module in trained:
-                    stack.enter_context(accelerator.no_sync(module))
+        with accelerator.accumulate(model):
             with accelerator.autocast():
-                result = objective.compute_loss(batch, generator)
-            accelerator.backward(result.loss / accumulation)
-        losses.append(result.loss.detach().float())
-        for key, value in result.logs.items():
+                loss = model(batch, generator)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+            optimizer.step()  # a no-op until the last pass
+            optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach().float())
+        for key, value in root.logs.items():
             extra[key] = extra.get(key, 0.0) + float(value) / accumulation
-    grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
-    optimizer.step()
     scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
     metrics = {
         "loss": accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item(),
-        "lr": scheduler.get_last_lr()[0],
+        "lr": lr,
         "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
         **extra,
     }
@@ -566,12 +568,33 @@ def _optimizer_step(
         generator = _seeded(settings.seed, state.step, -1 - rank)
         with accelerator.autocast():
             result = objective.discriminator_loss(batch, generator, state.step)
-        accelerator.backward(result.loss)
+        # accelerate divides every loss by the accumulation count; the discriminator steps once per step.
+        accelerator.backward(result.loss * (accumulation if accelerator.distributed_type != "DEEPSPEED" else 1))
         disc.optimizer.step()
         disc.optimizer.zero_grad(set_to_none=True)
         metrics["disc_loss"] = accelerator.reduce(result.loss.detach().float(), reduction="mean").item()
         metrics.update({f"disc_{k}": float(v) for k, v in result.logs.items()})
     return metrics
+
+
+class TrainedModules(nn.Module):
+    """The objective's trained modules under one root whose forward is the objective's loss.
+
+    accelerate prepares this one module (DDP, DeepSpeed and FSDP all want the loss computed inside the
+    wrapped module's forward, and DeepSpeed one model per engine). ``logs`` keeps the last loss's extras.
+    """
+
+    def __init__(self, objective: Objective, names: Sequence[str]) -> None:
+        super().__init__()
+        self._objective = [objective]  # a list: not a sub-module
+        modules = objective.trainable_modules()
+        self.parts = nn.ModuleDict({name: modules[name] for name in names})
+        self.logs: dict[str, float] = {}
+
+    def forward(self, batch, generator: torch.Generator | None) -> torch.Tensor:
+        result = self._objective[0].compute_loss(batch, generator)
+        self.logs = dict(result.logs)
+        return result.loss
 
 
 def _seeded(seed: int, step: int, slot: int) -> torch.Generator:
@@ -633,36 +656,49 @@ def _save(accelerator, run: RunFolder, step: int, settings, names, accumulation,
     return final
 
 
-def _validate(objective, accelerator, names, step: int, folder: Path, reporter: Reporter) -> None:
-    """The objective's validation with the unwrapped modules in eval mode (restored afterwards)."""
-    wrapped = {name: objective.trainable_modules()[name] for name in names}
+def _validate(objective, names, step: int, folder: Path, reporter: Reporter) -> None:
+    """The objective's validation with the trained modules in eval mode (train mode restored afterwards)."""
+    modules = [objective.trainable_modules()[name] for name in names]
     try:
-        for name, module in wrapped.items():
-            objective.set_module(name, accelerator.unwrap_model(module).eval())
+        for module in modules:
+            module.eval()
         with torch.no_grad():
             written = objective.validate(step, folder)
         for path in written or []:
             reporter.info(f"validation: {path}")
     finally:
-        for name, module in wrapped.items():
+        for module in modules:
             module.train()
-            objective.set_module(name, module)
+
+
+def read_trained_weights(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """A checkpoint's trained weights by module, e.g. ``{"unet": {...}, "image_proj": {...}}`` (each module's
+    own ``state_dict`` keys; accelerate saved them as ``parts.<module>.<key>`` in ``model.safetensors``)."""
+    from safetensors.torch import load_file
+
+    names = read_state(checkpoint)["modules"]
+    path = model_files(checkpoint, ["trained"])["trained"]
+    weights = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
+    return {
+        name: {k[len(f"parts.{name}.") :]: v for k, v in weights.items() if k.startswith(f"parts.{name}.")}
+        for name in names
+    }
 
 
 def load_trained_modules(objective: Objective, checkpoint: Path, *, use_ema: bool = True) -> list[str]:
     """Load a checkpoint's trained weights into ``objective``'s (unprepared) modules; their names.
 
-    Used by ``toonctl train export``: accelerate wrote one weight file per prepared module, in the order
-    ``trainer_state.json`` records. With ``use_ema`` and an EMA in the checkpoint, the averaged weights replace
-    the trained ones.
+    Used by ``toonctl train export``: accelerate wrote the prepared ``TrainedModules`` (keys
+    ``parts.<module>.<parameter>``) to ``model.safetensors``; ``trainer_state.json`` names the modules.
+    With ``use_ema`` and an EMA in the checkpoint, the averaged weights replace the trained ones.
     """
     from safetensors.torch import load_file
 
-    names = read_state(checkpoint)["modules"]
     modules = objective.trainable_modules()
-    for name, path in model_files(checkpoint, names).items():
-        weights = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
-        modules[name].load_state_dict(weights)
+    weights = read_trained_weights(checkpoint)
+    for name, state in weights.items():
+        modules[name].load_state_dict(state)
+    names = list(weights)
     if use_ema and (Path(checkpoint) / EMA_FILE).is_file():
         with torch.no_grad():
             for key, value in load_file(str(Path(checkpoint) / EMA_FILE)).items():
