@@ -28,94 +28,21 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import nn
 
 from toonctl.errors import ToonctlError
 from toonctl.training.data import DataSettings, SampleHook, StreamSampler, build_dataset, make_loader
+from toonctl.training.ema import EMA, EMA_FILE
 from toonctl.training.logging import MetricsLogger, Throughput
+from toonctl.training.protocol import BaseObjective, LossResult, Objective  # noqa: F401 (re-exported: the contract)
 from toonctl.training.run import RunFolder, checkpoint_name, model_files, read_state
 
 OFFICIAL_SEED = 20230211  # DynamiCrafter's trainer.py default
 MIXED_PRECISION = ("no", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "adamw8bit")
-EMA_FILE = "ema.safetensors"
-
-
-# --------------------------------------------------------------------------------------------- protocol
-
-
-@dataclass
-class LossResult:
-    """``loss``: the scalar to backpropagate; ``logs``: extra scalars to log (e.g. ``{"l1": 0.1}``)."""
-
-    loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Objective(Protocol):
-    """What one kind of training optimises. See ``BaseObjective`` for the optional hooks' defaults."""
-
-    name: str  # "unet" | "sketch-encoder" | "decoder"
-    discriminator: nn.Module | None  # not None: the engine keeps a second optimizer and calls discriminator_loss
-
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        """Modules holding the trained parameters (those with ``requires_grad``). The engine prepares them
-        (device, DDP, ...: under one root module whose forward is ``compute_loss``) and hands them back with
-        ``set_module`` (FSDP may wrap them in place)."""
-
-    def set_module(self, name: str, module: nn.Module) -> None: ...
-
-    def frozen_modules(self) -> dict[str, nn.Module]:
-        """Modules used without gradient: placed on the device (or kept on the CPU when offloaded), eval()."""
-
-    def compute_loss(self, batch, generator: torch.Generator | None) -> LossResult:
-        """The loss of a ``TrainingBatch``; every random draw from ``generator``."""
-
-    def discriminator_loss(self, batch, generator: torch.Generator | None, step: int) -> LossResult: ...
-
-    def export(self, destination: Path, base_weights: Path) -> Path:
-        """Write the trained weights (official layout, or an adapter) to ``destination``."""
-
-
-class BaseObjective:
-    """Defaults of the optional parts of an objective; subclass it or implement them yourself.
-
-    Optional hooks the engine calls when present:
-
-    * ``default_learning_rate`` (float): used when the run gives no ``--lr``;
-    * ``enable_gradient_checkpointing()``: the ``--gradient-checkpointing`` switch;
-    * ``validate(step, folder) -> list[Path]``: called on the main process every ``--validation-every``
-      steps with the unwrapped modules in eval mode under ``torch.no_grad``;
-    * ``summary() -> str``: one line printed at the start (trainable parameter counts).
-    """
-
-    name = "objective"
-    discriminator: nn.Module | None = None
-    default_learning_rate = 1e-5
-
-    def frozen_modules(self) -> dict[str, nn.Module]:
-        return {}
-
-    def discriminator_loss(self, batch, generator: torch.Generator | None, step: int) -> LossResult:
-        raise NotImplementedError(f"{self.name} has no discriminator")
-
-    def enable_gradient_checkpointing(self) -> None:
-        for module in self.trainable_modules().values():  # type: ignore[attr-defined]
-            if hasattr(module, "set_gradient_checkpointing"):
-                module.set_gradient_checkpointing(True)
-
-    def validate(self, step: int, folder: Path) -> list[Path]:
-        return []
-
-    def summary(self) -> str:
-        modules = self.trainable_modules()  # type: ignore[attr-defined]
-        trained = sum(p.numel() for m in modules.values() for p in m.parameters() if p.requires_grad)
-        total = sum(p.numel() for m in modules.values() for p in m.parameters())
-        return f"{self.name}: {trained:,} trainable parameters of {total:,}"
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -257,37 +184,6 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-# --------------------------------------------------------------------------------------------- EMA
-
-
-class EMA:
-    """Exponential moving average of parameters: ``shadow = decay * shadow + (1 - decay) * param``."""
-
-    def __init__(self, parameters: Mapping[str, nn.Parameter], decay: float) -> None:
-        self.decay = decay
-        self.parameters = dict(parameters)
-        self.shadow = {name: p.detach().clone().float() for name, p in self.parameters.items()}
-
-    @torch.no_grad()
-    def update(self) -> None:
-        for name, param in self.parameters.items():
-            self.shadow[name].lerp_(param.detach().float(), 1 - self.decay)
-
-    def save(self, folder: Path) -> Path:
-        """``folder/ema.safetensors``: the averages keyed ``<module>.<parameter>``."""
-        from safetensors.torch import save_file
-
-        path = Path(folder) / EMA_FILE
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.shadow.items()}, str(path))
-        return path
-
-    def load(self, folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        for name, value in load_file(str(Path(folder) / EMA_FILE)).items():
-            self.shadow[name].copy_(value)
 
 
 # --------------------------------------------------------------------------------------------- the loop
