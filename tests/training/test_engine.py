@@ -144,3 +144,9 @@ def test_ema_is_saved_resumed_and_exported(clips, tmp_path):
     load_trained_modules(raw, straight.checkpoint, use_ema=False)
     assert torch.equal(averaged.model.state_dict()["0.weight"], a["model.0.weight"])
     assert not torch.equal(raw.model.state_dict()["0.weight"], a["model.0.weight"])
+
+
+def test_tensorboard_when_installed(clips, tmp_path):
+    pytest.importorskip("tensorboard")
+    run_toy(clips, tmp_path / "run", max_steps=2)
+    assert list((tmp_path / "run" / "logs").glob("events.out.tfevents.*"))

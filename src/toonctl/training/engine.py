@@ -234,7 +234,7 @@ def train(
     config = {
         "objective": objective_name,
         "objective_settings": dict(objective_settings or {}),
-        "data": {"inputs": [str(p) for p in inputs], **_jsonable(asdict(data))},
+        "data": {"inputs": [str(Path(p).resolve()) for p in inputs], **_jsonable(asdict(data))},
         "train": settings.snapshot(),
     }
     start_step = run.start(config, resume=resume) if accelerator.is_main_process else 0
