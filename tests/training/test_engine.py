@@ -150,3 +150,11 @@ def test_tensorboard_when_installed(clips, tmp_path):
     pytest.importorskip("tensorboard")
     run_toy(clips, tmp_path / "run", max_steps=2)
     assert list((tmp_path / "run" / "logs").glob("events.out.tfevents.*"))
+
+
+def test_resuming_a_finished_run_changes_nothing(clips, tmp_path):
+    first = run_toy(clips, tmp_path / "run", max_steps=2)
+    before = weights(first.checkpoint)
+    again = run_toy(clips, tmp_path / "run", resume=True, max_steps=2)
+    assert again.step == 2 and again.checkpoint == first.checkpoint
+    assert all(torch.equal(before[k], v) for k, v in weights(again.checkpoint).items())

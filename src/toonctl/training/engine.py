@@ -261,6 +261,10 @@ def train(
     if accelerator.is_main_process:
         summary = objective.summary() if hasattr(objective, "summary") else ""
         reporter.info(summary or f"{objective_name}: {total_trainable:,} trainable parameters")
+        reporter.info(
+            f"batch {global_batch} per step = {settings.batch_size} per pass x {processes} processes x"
+            f" {accumulation} accumulated; {len(dataset)} clips; run folder {run.root}"
+        )
     if not params:
         raise ToonctlError(f"{objective_name}: nothing to train (no parameter requires a gradient)")
 
@@ -329,7 +333,9 @@ def train(
                 if _any_process(accelerator, stop.requested):
                     interrupted = True
                     break
-        if saved is None or read_state(saved)["step"] != state.step:
+        if saved is None and state.step == start_step and start_step:
+            saved = run.checkpoint(start_step)  # resumed a finished run: nothing new to save
+        elif saved is None or read_state(saved)["step"] != state.step:
             saved = save()
     finally:
         if logger is not None:
