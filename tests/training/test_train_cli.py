@@ -197,3 +197,16 @@ def test_two_processes_equal_one_with_the_same_global_batch(clips, tmp_path):
     update = torch.cat([(a[k] - base[base_key(k)]).flatten() for k in a])
     difference = torch.cat([(a[k] - b[k]).flatten() for k in a])
     assert difference.norm() < 1e-2 * update.norm()
+
+
+def test_export_errors_are_one_line(tmp_path):
+    (tmp_path / "notarun").mkdir()
+    result = invoke("export", tmp_path / "notarun", "-o", tmp_path / "x.safetensors")
+    assert result.exit_code == 1 and error_lines(result) == [
+        f"Error: {tmp_path / 'notarun'} is not a training run (no config.json)"
+    ]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text('{"objective": "unet", "objective_settings": {}}')
+    result = invoke("export", tmp_path / "empty", "-o", tmp_path / "x.safetensors")
+    assert result.exit_code == 1 and "has no checkpoint yet" in error_lines(result)[0]
+    assert not (tmp_path / "x.safetensors").exists()
