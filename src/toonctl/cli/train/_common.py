@@ -58,7 +58,8 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [  # (parameter, annotation, defaul
         help="Interpolate the validation key pairs every N steps into RUN/validation/ (0: never).")], 500),
     ("validation_clips", Annotated[list[Path] | None, typer.Option(
         "--validation-clip", rich_help_panel=RUN, show_default=False,
-        help="A clip whose first/last frames are a validation pair (repeatable). Default: the first DATA clip.")],
+        help="A clip whose first/last frames are a validation pair (repeatable; keep it out of DATA for a held-out "
+        "check). Default: the first DATA clip.")],
      None),
     ("log_every", Annotated[int, typer.Option(
         "--log-every", min=1, rich_help_panel=RUN,
