@@ -82,7 +82,9 @@ def one_mode(args: argparse.Namespace) -> dict:
         video=torch.rand(1, 3, args.frames, h, w, device=device) * 2 - 1, prompts=["a cartoon"],
         fs=torch.tensor([10], device=device),
     )  # fmt: skip
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
 
     def step() -> float:
         if device.type == "cuda":

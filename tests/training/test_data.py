@@ -144,3 +144,20 @@ def test_loader_with_workers_gives_the_same_batches(tmp_path):
         assert torch.equal(a.video, b.video) and torch.equal(a.fs, b.fs) and skipped == []
     batch, _ = collate([dataset[0], dataset[0]])
     assert batch.video.shape == (2, 3, 4, 32, 64) and batch.prompts == ["x", "x"]
+
+
+def add_hints(sample, rng):
+    """A sample hook: a sketch on one random frame (module level: picklable for the workers)."""
+    t, h, w = sample["video"].shape[1:]
+    mask = torch.zeros(t, dtype=torch.bool)
+    mask[int(rng.integers(0, t))] = True
+    return {**sample, "hints": torch.zeros(1, t, h, w), "hint_mask": mask}
+
+
+def test_sample_hook_adds_hints_to_the_batch(tmp_path):
+    folder = frame_folder(tmp_path / "clip", 8)
+    dataset = ClipDataset([ClipRecord(folder)], SMALL, sample_hook=add_hints)
+    loader = iter(make_loader(dataset, StreamSampler(1, batch_size=2, seed=1), num_workers=1))
+    batch, _ = next(loader)
+    assert batch.hints.shape == (2, 1, 4, 32, 64) and batch.hint_mask.shape == (2, 4)
+    assert batch.hint_mask.sum(dim=1).tolist() == [1, 1]

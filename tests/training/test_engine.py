@@ -39,7 +39,8 @@ def run_toy(clips, run, resume=False, **overrides):
 
 
 def weights(checkpoint):
-    return load_file(str(checkpoint / "model.safetensors"))
+    """The toy model's trained weights in a checkpoint (accelerate saved them as ``parts.model.*``)."""
+    return {k.removeprefix("parts.model."): v for k, v in load_file(str(checkpoint / "model.safetensors")).items()}
 
 
 def test_accumulation():
@@ -70,7 +71,7 @@ def test_resume_continues_exactly(clips, tmp_path):
     assert resumed.step == 4
     a, b = weights(straight.checkpoint), weights(resumed.checkpoint)
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-7)
+        assert torch.equal(a[key], b[key]), key
     rows = read_metrics_csv(tmp_path / "split" / "logs" / "metrics.csv")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     straight_rows = read_metrics_csv(tmp_path / "straight" / "logs" / "metrics.csv")
@@ -137,9 +138,23 @@ def test_ema_is_saved_resumed_and_exported(clips, tmp_path):
     b = load_file(str(resumed.checkpoint / "ema.safetensors"))
     assert a.keys() == {f"model.{k}" for k in weights(straight.checkpoint)}
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-7)
+        assert torch.equal(a[key], b[key]), key
     averaged, raw = ToyObjective(), ToyObjective()
     load_trained_modules(averaged, straight.checkpoint)
     load_trained_modules(raw, straight.checkpoint, use_ema=False)
     assert torch.equal(averaged.model.state_dict()["0.weight"], a["model.0.weight"])
     assert not torch.equal(raw.model.state_dict()["0.weight"], a["model.0.weight"])
+
+
+def test_tensorboard_when_installed(clips, tmp_path):
+    pytest.importorskip("tensorboard")
+    run_toy(clips, tmp_path / "run", max_steps=2)
+    assert list((tmp_path / "run" / "logs").glob("events.out.tfevents.*"))
+
+
+def test_resuming_a_finished_run_changes_nothing(clips, tmp_path):
+    first = run_toy(clips, tmp_path / "run", max_steps=2)
+    before = weights(first.checkpoint)
+    again = run_toy(clips, tmp_path / "run", resume=True, max_steps=2)
+    assert again.step == 2 and again.checkpoint == first.checkpoint
+    assert all(torch.equal(before[k], v) for k, v in weights(again.checkpoint).items())

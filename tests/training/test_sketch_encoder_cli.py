@@ -7,12 +7,12 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from sketchdec_fixtures import write_clips
 from typer.testing import CliRunner
 
 from conftest import TINY_A
 from toonctl.cli.app import app
+from toonctl.training.engine import read_trained_weights
 
 MODEL = ["--weights", str(TINY_A / "model.safetensors"), "--config", str(TINY_A / "config.yaml")]
 SMALL = ["--size", "64x64", "--frames", "4", "--stride", "1:2", "--num-workers", "0", "--cpu", "--log-every", "1"]
@@ -54,7 +54,7 @@ def test_train_and_export_the_released_layout(files, tmp_path):
     assert result.exit_code == 0, result.output
     config = SketchEncoderConfig.for_unet(load_config(TINY_A / "config.yaml").unet)
     encoder = load_sketch_encoder(exported, config)
-    trained = load_file(str(run / "checkpoints" / "step-0000002" / "model.safetensors"))
+    trained = read_trained_weights(run / "checkpoints" / "step-0000002")["sketch_encoder"]
     assert encoder.state_dict().keys() == trained.keys()
     assert all(torch.equal(v, trained[k]) for k, v in encoder.state_dict().items())
     assert any(trained[k].any() for k in trained if k.startswith("zero_convs."))  # it moved off zero

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from toonctl.cli.app import app
+from toonctl.training.logging import read_metrics_csv
 
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "tiny-a" / "model.safetensors"
 FAST = ["--weights", str(TINY), "--size", "32x64", "--frames", "4", "--stride", "1:2", "--effective-batch", "1",
@@ -47,7 +48,7 @@ def test_loss_falls_overfitting_one_clip(tmp_path):
 
     (tmp_path / "clip").mkdir()
     moving_square_clip(tmp_path / "clip" / "one.mp4", count=4)
-    data = DataSettings(size=(32, 64), num_frames=4, stride=(1, 1))
+    data = DataSettings(size=(32, 32), num_frames=4, stride=(1, 1))
     objective = load_objective(UNetSettings(weights=str(TINY), trainable="full", dropout=0.0))
     batch, _ = collate(
         [
@@ -61,7 +62,7 @@ def test_loss_falls_overfitting_one_clip(tmp_path):
             return sum(objective.compute_loss(batch, torch.Generator().manual_seed(s)).loss.item() for s in range(4))
 
     before = fixed_loss()
-    settings = TrainSettings(output_dir=tmp_path / "run", max_steps=15, effective_batch=1, learning_rate=3e-3,
+    settings = TrainSettings(output_dir=tmp_path / "run", max_steps=12, effective_batch=1, learning_rate=3e-3,
                              num_workers=0, cpu=True, checkpoint_every=1000, log_every=1)  # fmt: skip
     train(lambda: objective, [tmp_path / "clip"], data, settings, objective_name="unet")
     objective.pipe.unet.eval()
@@ -83,7 +84,7 @@ def test_train_resume_export_and_load(clips, tmp_path):
     b = load_file(str(Path(result["checkpoint"]) / "model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+        assert torch.equal(a[key], b[key]), key  # bit-identical on the CPU
 
     other = invoke("unet", clips, "-o", tmp_path / "split", "--resume", "--max-steps", "5", *FAST, "--lr", "1e-4")
     assert other.exit_code == 1 and len(error_lines(other)) == 1
@@ -105,8 +106,11 @@ def test_train_resume_export_and_load(clips, tmp_path):
 def test_validation_grid_and_lora_export(clips, tmp_path):
     run = tmp_path / "lora"
     result = invoke("unet", clips, "-o", run, "--max-steps", "2", "--lora-rank", "4", *FAST[:-4],
-                    "--validation-every", "2", "--validation-steps", "2")  # fmt: skip
+                    "--validation-every", "2", "--validation-steps", "2", "--warmup-steps", "2",
+                    "--gradient-checkpointing")  # fmt: skip
     assert result.exit_code == 0, result.output
+    rows = read_metrics_csv(run / "logs" / "metrics.csv")
+    assert [r["lr"] for r in rows] == pytest.approx([0.5e-4, 1e-4])  # LoRA's 1e-4, warmed up over 2 steps
     grids = sorted(p.name for p in (run / "validation").iterdir())
     assert grids == ["step-0000000.gif", "step-0000002.gif"]
     config = json.loads((run / "config.json").read_text())
@@ -161,8 +165,6 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(clips, tmp_path):
     checkpoints = sorted((run / "checkpoints").glob("step-*"))
     assert len(checkpoints) == 1 and int(checkpoints[0].name[5:]) >= 1, err
     assert "continue with --resume" in err and "Traceback" not in err
-    resumed = invoke("unet", clips, "-o", run, "--resume", "--max-steps", int(checkpoints[0].name[5:]) + 1, *FAST)
-    assert resumed.exit_code == 0, resumed.output
 
 
 def test_two_processes_equal_one_with_the_same_global_batch(clips, tmp_path):
@@ -177,8 +179,6 @@ def test_two_processes_equal_one_with_the_same_global_batch(clips, tmp_path):
     assert two.returncode == 0, two.stderr
     state = json.loads((tmp_path / "two" / "checkpoints" / "step-0000002" / "trainer_state.json").read_text())
     assert (state["num_processes"], state["accumulation"], state["global_batch"]) == (2, 1, 2)
-    from toonctl.training.logging import read_metrics_csv
-
     rows = [read_metrics_csv(tmp_path / run / "logs" / "metrics.csv") for run in ("one", "two")]
     for name in ("loss", "grad_norm"):  # the same clips and draws: the same numbers, step by step
         assert [r[name] for r in rows[0]] == pytest.approx([r[name] for r in rows[1]], rel=1e-5)
@@ -188,6 +188,25 @@ def test_two_processes_equal_one_with_the_same_global_batch(clips, tmp_path):
     a = load_file(str(tmp_path / "one" / "checkpoints" / "step-0000002" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "checkpoints" / "step-0000002" / "model.safetensors"))
     assert a.keys() == b.keys()
-    update = torch.cat([(a[k] - base["model.diffusion_model." + k]).flatten() for k in a])
+    official = {"parts.unet.": "model.diffusion_model.", "parts.image_proj.": "image_proj_model."}
+
+    def base_key(key: str) -> str:
+        prefix = next(p for p in official if key.startswith(p))
+        return official[prefix] + key[len(prefix) :]
+
+    update = torch.cat([(a[k] - base[base_key(k)]).flatten() for k in a])
     difference = torch.cat([(a[k] - b[k]).flatten() for k in a])
     assert difference.norm() < 1e-2 * update.norm()
+
+
+def test_export_errors_are_one_line(tmp_path):
+    (tmp_path / "notarun").mkdir()
+    result = invoke("export", tmp_path / "notarun", "-o", tmp_path / "x.safetensors")
+    assert result.exit_code == 1 and error_lines(result) == [
+        f"Error: {tmp_path / 'notarun'} is not a training run (no config.json)"
+    ]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text('{"objective": "unet", "objective_settings": {}}')
+    result = invoke("export", tmp_path / "empty", "-o", tmp_path / "x.safetensors")
+    assert result.exit_code == 1 and "has no checkpoint yet" in error_lines(result)[0]
+    assert not (tmp_path / "x.safetensors").exists()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +144,12 @@ def frames_to_tensor(frames: np.ndarray, settings: DataSettings) -> torch.Tensor
 # --------------------------------------------------------------------------------------------- dataset
 
 
+SampleHook = Callable[[dict, np.random.Generator], dict]
+"""Called in the DataLoader worker on each sample with the sample's own generator; returns the sample, e.g.
+with ``"hints"`` ``(1, T, H, W)`` in [0, 1] and ``"hint_mask"`` ``(T,)`` bool added (the sketch objective).
+It must be picklable (a module-level function or an object) when ``num_workers > 0``."""
+
+
 @dataclass(frozen=True)
 class SampleKey:
     """What the sampler asks of the dataset: clip ``index`` with the random choices of ``seed``."""
@@ -159,11 +165,14 @@ class ClipDataset(Dataset):
     Index it with a ``SampleKey`` (from ``StreamSampler``) or a plain int (seed 0).
     """
 
-    def __init__(self, records: Sequence[ClipRecord], settings: DataSettings) -> None:
+    def __init__(
+        self, records: Sequence[ClipRecord], settings: DataSettings, sample_hook: SampleHook | None = None
+    ) -> None:
         if not records:
             raise DataError("the dataset has no clips", hint="give folders of clips, video files or a manifest")
         self.records = list(records)
         self.settings = settings
+        self.sample_hook = sample_hook
 
     def __len__(self) -> int:
         return len(self.records)
@@ -206,18 +215,22 @@ class ClipDataset(Dataset):
 
             source_frames = [record.start + i for i in window.indices]
             sample["hints"] = read_folder_sketches(record.path, source_frames, self.settings.size, self.settings.fit)
-        return sample
+        return sample if self.sample_hook is None else self.sample_hook(sample, rng)
 
 
 def collate(samples: list[dict]):
-    """Samples -> ``(TrainingBatch, skipped)``: the batch and the ``(path, reason)`` of clips passed over."""
+    """Samples -> ``(TrainingBatch, skipped)``: the batch and the ``(path, reason)`` of clips passed over.
+
+    ``hints`` ``(1, T, H, W)`` and ``hint_mask`` ``(T,)`` (added by a ``SampleHook``) are stacked when present.
+    """
     from toonctl.training.objective import TrainingBatch
 
+    extras = {name: torch.stack([s[name] for s in samples]) for name in ("hints", "hint_mask") if name in samples[0]}
     batch = TrainingBatch(
         video=torch.stack([s["video"] for s in samples]),
         prompts=[s["caption"] for s in samples],
         fs=torch.tensor([s["fps"] for s in samples], dtype=torch.long),
-        hints=torch.stack([s["hints"] for s in samples]) if "hints" in samples[0] else None,
+        **extras,
     )
     skipped = [item for s in samples for item in s.get("skipped", [])]
     return batch, skipped
@@ -281,7 +294,9 @@ def make_loader(dataset: ClipDataset, sampler: StreamSampler, *, num_workers: in
     )
 
 
-def build_dataset(inputs: Sequence[str | Path], settings: DataSettings) -> ClipDataset:
+def build_dataset(
+    inputs: Sequence[str | Path], settings: DataSettings, sample_hook: SampleHook | None = None
+) -> ClipDataset:
     """The dataset of every clip under ``inputs`` (see ``toonctl.io.clips.discover_clips``).
 
     Raises:
@@ -294,4 +309,4 @@ def build_dataset(inputs: Sequence[str | Path], settings: DataSettings) -> ClipD
             f"no clips found in {shown}",
             hint="give video files (.mp4, .webm, .gif, ...), folders of frames, or a .csv/.jsonl manifest",
         )
-    return ClipDataset(records, settings)
+    return ClipDataset(records, settings, sample_hook)

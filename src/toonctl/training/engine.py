@@ -20,7 +20,6 @@ the engine owns everything around it, on HuggingFace accelerate:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import signal
@@ -29,93 +28,21 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import nn
 
 from toonctl.errors import ToonctlError
-from toonctl.training.data import DataSettings, StreamSampler, build_dataset, make_loader
+from toonctl.training.data import DataSettings, SampleHook, StreamSampler, build_dataset, make_loader
+from toonctl.training.ema import EMA, EMA_FILE
 from toonctl.training.logging import MetricsLogger, Throughput
+from toonctl.training.protocol import BaseObjective, LossResult, Objective  # noqa: F401 (re-exported: the contract)
 from toonctl.training.run import RunFolder, checkpoint_name, model_files, read_state
 
 OFFICIAL_SEED = 20230211  # DynamiCrafter's trainer.py default
 MIXED_PRECISION = ("no", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "adamw8bit")
-EMA_FILE = "ema.safetensors"
-
-
-# --------------------------------------------------------------------------------------------- protocol
-
-
-@dataclass
-class LossResult:
-    """``loss``: the scalar to backpropagate; ``logs``: extra scalars to log (e.g. ``{"l1": 0.1}``)."""
-
-    loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Objective(Protocol):
-    """What one kind of training optimises. See ``BaseObjective`` for the optional hooks' defaults."""
-
-    name: str  # "unet" | "sketch-encoder" | "decoder"
-    discriminator: nn.Module | None  # not None: the engine keeps a second optimizer and calls discriminator_loss
-
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        """Modules holding the trained parameters (those with ``requires_grad``). The engine prepares them
-        (device, DDP, ...) and hands the prepared ones back with ``set_module``."""
-
-    def set_module(self, name: str, module: nn.Module) -> None: ...
-
-    def frozen_modules(self) -> dict[str, nn.Module]:
-        """Modules used without gradient: placed on the device (or kept on the CPU when offloaded), eval()."""
-
-    def compute_loss(self, batch, generator: torch.Generator | None) -> LossResult:
-        """The loss of a ``TrainingBatch``; every random draw from ``generator``."""
-
-    def discriminator_loss(self, batch, generator: torch.Generator | None, step: int) -> LossResult: ...
-
-    def export(self, destination: Path, base_weights: Path) -> Path:
-        """Write the trained weights (official layout, or an adapter) to ``destination``."""
-
-
-class BaseObjective:
-    """Defaults of the optional parts of an objective; subclass it or implement them yourself.
-
-    Optional hooks the engine calls when present:
-
-    * ``default_learning_rate`` (float): used when the run gives no ``--lr``;
-    * ``enable_gradient_checkpointing()``: the ``--gradient-checkpointing`` switch;
-    * ``validate(step, folder) -> list[Path]``: called on the main process every ``--validation-every``
-      steps with the unwrapped modules in eval mode under ``torch.no_grad``;
-    * ``summary() -> str``: one line printed at the start (trainable parameter counts).
-    """
-
-    name = "objective"
-    discriminator: nn.Module | None = None
-    default_learning_rate = 1e-5
-
-    def frozen_modules(self) -> dict[str, nn.Module]:
-        return {}
-
-    def discriminator_loss(self, batch, generator: torch.Generator | None, step: int) -> LossResult:
-        raise NotImplementedError(f"{self.name} has no discriminator")
-
-    def enable_gradient_checkpointing(self) -> None:
-        for module in self.trainable_modules().values():  # type: ignore[attr-defined]
-            if hasattr(module, "set_gradient_checkpointing"):
-                module.set_gradient_checkpointing(True)
-
-    def validate(self, step: int, folder: Path) -> list[Path]:
-        return []
-
-    def summary(self) -> str:
-        modules = self.trainable_modules()  # type: ignore[attr-defined]
-        trained = sum(p.numel() for m in modules.values() for p in m.parameters() if p.requires_grad)
-        total = sum(p.numel() for m in modules.values() for p in m.parameters())
-        return f"{self.name}: {trained:,} trainable parameters of {total:,}"
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -259,37 +186,6 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-# --------------------------------------------------------------------------------------------- EMA
-
-
-class EMA:
-    """Exponential moving average of parameters: ``shadow = decay * shadow + (1 - decay) * param``."""
-
-    def __init__(self, parameters: Mapping[str, nn.Parameter], decay: float) -> None:
-        self.decay = decay
-        self.parameters = dict(parameters)
-        self.shadow = {name: p.detach().clone().float() for name, p in self.parameters.items()}
-
-    @torch.no_grad()
-    def update(self) -> None:
-        for name, param in self.parameters.items():
-            self.shadow[name].lerp_(param.detach().float(), 1 - self.decay)
-
-    def save(self, folder: Path) -> Path:
-        """``folder/ema.safetensors``: the averages keyed ``<module>.<parameter>``."""
-        from safetensors.torch import save_file
-
-        path = Path(folder) / EMA_FILE
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.shadow.items()}, str(path))
-        return path
-
-    def load(self, folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        for name, value in load_file(str(Path(folder) / EMA_FILE)).items():
-            self.shadow[name].copy_(value)
-
-
 # --------------------------------------------------------------------------------------------- the loop
 
 
@@ -303,8 +199,11 @@ def train(
     objective_settings: Mapping[str, Any] | None = None,
     resume: bool = False,
     reporter: Reporter | None = None,
+    sample_hook: SampleHook | None = None,
 ) -> TrainResult:
     """Train an objective on the clips under ``inputs``; see the module docstring.
+
+    ``sample_hook`` adds objective-specific tensors to each sample in the workers (``toonctl.training.data``).
 
     Order of the checks, so a mistake is reported before anything slow: the data (discovery, then the first
     batch is read), the run folder (new or a matching resume), then the model (``make_objective()``).
@@ -313,14 +212,17 @@ def train(
         DataError: no clips, or none usable. RunError: see ``RunFolder.start``.
         TrainingInterrupted: Ctrl-C, after the checkpoint is saved.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     reporter = reporter or Reporter()
-    dataset = build_dataset(inputs, data)
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=settings.cpu)
-    processes, rank = accelerator.num_processes, accelerator.process_index
+    dataset = build_dataset(inputs, data, sample_hook)
+    processes = PartialState(cpu=settings.cpu).num_processes
     accumulation = accumulation_steps(settings.effective_batch, settings.batch_size, processes)
+    accelerator = Accelerator(
+        mixed_precision=settings.mixed_precision, cpu=settings.cpu, gradient_accumulation_steps=accumulation
+    )
+    rank = accelerator.process_index
     global_batch = settings.batch_size * processes * accumulation
     if global_batch != settings.effective_batch and accelerator.is_main_process:
         reporter.warn(
@@ -332,7 +234,7 @@ def train(
     config = {
         "objective": objective_name,
         "objective_settings": dict(objective_settings or {}),
-        "data": {"inputs": [str(p) for p in inputs], **_jsonable(asdict(data))},
+        "data": {"inputs": [str(Path(p).resolve()) for p in inputs], **_jsonable(asdict(data))},
         "train": settings.snapshot(),
     }
     start_step = run.start(config, resume=resume) if accelerator.is_main_process else 0
@@ -359,18 +261,22 @@ def train(
     if accelerator.is_main_process:
         summary = objective.summary() if hasattr(objective, "summary") else ""
         reporter.info(summary or f"{objective_name}: {total_trainable:,} trainable parameters")
+        reporter.info(
+            f"batch {global_batch} per step = {settings.batch_size} per pass x {processes} processes x"
+            f" {accumulation} accumulated; {len(dataset)} clips; run folder {run.root}"
+        )
     if not params:
         raise ToonctlError(f"{objective_name}: nothing to train (no parameter requires a gradient)")
 
     lr = settings.learning_rate or getattr(objective, "default_learning_rate", 1e-5)
     optimizer = _optimizer(list(params.values()), lr, settings, accelerator, reporter)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(settings.warmup_steps))
-    modules = [objective.trainable_modules()[name] for name in trained_names]
-    prepared = accelerator.prepare(*modules, optimizer)
-    prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
-    optimizer = prepared[-1]
-    for name, module in zip(trained_names, prepared[:-1], strict=True):
-        objective.set_module(name, module)
+    if getattr(objective, "find_unused_parameters", False):
+        accelerator.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)
+    model, optimizer = accelerator.prepare(TrainedModules(objective, trained_names), optimizer)
+    root = accelerator.unwrap_model(model)
+    for name in trained_names:  # FSDP may have wrapped them in place
+        objective.set_module(name, root.parts[name])
     accelerator.register_for_checkpointing(scheduler)
     ema = EMA(params, settings.ema_decay) if settings.ema_decay else None
     disc = _Discriminator.build(objective, lr, settings, accelerator)
@@ -394,10 +300,11 @@ def train(
 
     def validate() -> None:
         if accelerator.is_main_process and hasattr(objective, "validate"):
-            _validate(objective, accelerator, trained_names, state.step, run.validation_dir, reporter)
+            _validate(objective, trained_names, state.step, run.validation_dir, reporter)
         accelerator.wait_for_everyone()
 
-    reporter.start(settings.max_steps, start_step) if accelerator.is_main_process else None
+    if accelerator.is_main_process:
+        reporter.start(settings.max_steps, start_step)
     if settings.validation_every and start_step == 0:
         validate()
     interrupted = False
@@ -405,7 +312,7 @@ def train(
         with _StopFlag() as stop:
             while state.step < settings.max_steps:
                 metrics = _optimizer_step(
-                    objective, accelerator, batches, optimizer, scheduler, trainable, settings, state,
+                    model, objective, accelerator, batches, optimizer, scheduler, trainable, settings, state,
                     accumulation, processes, rank, disc, reporter,
                 )  # fmt: skip
                 if ema is not None:
@@ -426,7 +333,9 @@ def train(
                 if _any_process(accelerator, stop.requested):
                     interrupted = True
                     break
-        if saved is None or read_state(saved)["step"] != state.step:
+        if saved is None and state.step == start_step and start_step:
+            saved = run.checkpoint(start_step)  # resumed a finished run: nothing new to save
+        elif saved is None or read_state(saved)["step"] != state.step:
             saved = save()
     finally:
         if logger is not None:
@@ -500,7 +409,9 @@ def _optimizer(params: list[nn.Parameter], lr: float, settings: TrainSettings, a
                 reporter.warn("bitsandbytes is not installed: using AdamW (pip install bitsandbytes)")
         else:
             reporter.warn("8-bit AdamW needs CUDA: using AdamW")
-    return torch.optim.AdamW(params, **kwargs)
+    # One kernel over all tensors (foreach; fused on CUDA) instead of a Python loop over ~1,100 tensors.
+    fast = {"fused": True} if accelerator.device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(params, **kwargs, **fast)
 
 
 @dataclass
@@ -524,35 +435,34 @@ class _Discriminator:
 
 
 def _optimizer_step(
-    objective, accelerator, batches, optimizer, scheduler, trainable, settings, state, accumulation, processes,
-    rank, disc, reporter,
+    model, objective, accelerator, batches, optimizer, scheduler, trainable, settings, state, accumulation,
+    processes, rank, disc, reporter,
 ) -> dict[str, float]:  # fmt: skip
-    """Accumulate ``accumulation`` passes, clip, step; returns the step's metrics (reduced over processes)."""
+    """Accumulate ``accumulation`` passes (accelerate's ``accumulate``: no gradient all-reduce before the last,
+    loss divided by the count), clip, step; returns the step's metrics (reduced over processes)."""
     losses, extra = [], {}
-    trained = list(objective.trainable_modules().values())
+    grad_norm, lr = None, scheduler.get_last_lr()[0]  # the rate of this step
+    root = accelerator.unwrap_model(model)
     for micro in range(accumulation):
         batch, skipped = next(batches)
         _note_skipped(skipped, state, accelerator, reporter)
         batch = _to_device(batch, accelerator.device)
         generator = _seeded(settings.seed, state.step, micro * processes + rank)
-        sync = micro == accumulation - 1
-        with contextlib.ExitStack() as stack:
-            if not sync:
-                for module in trained:
-                    stack.enter_context(accelerator.no_sync(module))
+        with accelerator.accumulate(model):
             with accelerator.autocast():
-                result = objective.compute_loss(batch, generator)
-            accelerator.backward(result.loss / accumulation)
-        losses.append(result.loss.detach().float())
-        for key, value in result.logs.items():
+                loss = model(batch, generator)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+            optimizer.step()  # a no-op until the last pass
+            optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach().float())
+        for key, value in root.logs.items():
             extra[key] = extra.get(key, 0.0) + float(value) / accumulation
-    grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
-    optimizer.step()
     scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
     metrics = {
         "loss": accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item(),
-        "lr": scheduler.get_last_lr()[0],
+        "lr": lr,
         "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
         **extra,
     }
@@ -560,12 +470,33 @@ def _optimizer_step(
         generator = _seeded(settings.seed, state.step, -1 - rank)
         with accelerator.autocast():
             result = objective.discriminator_loss(batch, generator, state.step)
-        accelerator.backward(result.loss)
+        # accelerate divides every loss by the accumulation count; the discriminator steps once per step.
+        accelerator.backward(result.loss * (accumulation if accelerator.distributed_type != "DEEPSPEED" else 1))
         disc.optimizer.step()
         disc.optimizer.zero_grad(set_to_none=True)
         metrics["disc_loss"] = accelerator.reduce(result.loss.detach().float(), reduction="mean").item()
         metrics.update({f"disc_{k}": float(v) for k, v in result.logs.items()})
     return metrics
+
+
+class TrainedModules(nn.Module):
+    """The objective's trained modules under one root whose forward is the objective's loss.
+
+    accelerate prepares this one module (DDP, DeepSpeed and FSDP all want the loss computed inside the
+    wrapped module's forward, and DeepSpeed one model per engine). ``logs`` keeps the last loss's extras.
+    """
+
+    def __init__(self, objective: Objective, names: Sequence[str]) -> None:
+        super().__init__()
+        self._objective = [objective]  # a list: not a sub-module
+        modules = objective.trainable_modules()
+        self.parts = nn.ModuleDict({name: modules[name] for name in names})
+        self.logs: dict[str, float] = {}
+
+    def forward(self, batch, generator: torch.Generator | None) -> torch.Tensor:
+        result = self._objective[0].compute_loss(batch, generator)
+        self.logs = dict(result.logs)
+        return result.loss
 
 
 def _seeded(seed: int, step: int, slot: int) -> torch.Generator:
@@ -627,36 +558,49 @@ def _save(accelerator, run: RunFolder, step: int, settings, names, accumulation,
     return final
 
 
-def _validate(objective, accelerator, names, step: int, folder: Path, reporter: Reporter) -> None:
-    """The objective's validation with the unwrapped modules in eval mode (restored afterwards)."""
-    wrapped = {name: objective.trainable_modules()[name] for name in names}
+def _validate(objective, names, step: int, folder: Path, reporter: Reporter) -> None:
+    """The objective's validation with the trained modules in eval mode (train mode restored afterwards)."""
+    modules = [objective.trainable_modules()[name] for name in names]
     try:
-        for name, module in wrapped.items():
-            objective.set_module(name, accelerator.unwrap_model(module).eval())
+        for module in modules:
+            module.eval()
         with torch.no_grad():
             written = objective.validate(step, folder)
         for path in written or []:
             reporter.info(f"validation: {path}")
     finally:
-        for name, module in wrapped.items():
+        for module in modules:
             module.train()
-            objective.set_module(name, module)
+
+
+def read_trained_weights(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """A checkpoint's trained weights by module, e.g. ``{"unet": {...}, "image_proj": {...}}`` (each module's
+    own ``state_dict`` keys; accelerate saved them as ``parts.<module>.<key>`` in ``model.safetensors``)."""
+    from safetensors.torch import load_file
+
+    names = read_state(checkpoint)["modules"]
+    path = model_files(checkpoint, ["trained"])["trained"]
+    weights = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
+    return {
+        name: {k[len(f"parts.{name}.") :]: v for k, v in weights.items() if k.startswith(f"parts.{name}.")}
+        for name in names
+    }
 
 
 def load_trained_modules(objective: Objective, checkpoint: Path, *, use_ema: bool = True) -> list[str]:
     """Load a checkpoint's trained weights into ``objective``'s (unprepared) modules; their names.
 
-    Used by ``toonctl train export``: accelerate wrote one weight file per prepared module, in the order
-    ``trainer_state.json`` records. With ``use_ema`` and an EMA in the checkpoint, the averaged weights replace
-    the trained ones.
+    Used by ``toonctl train export``: accelerate wrote the prepared ``TrainedModules`` (keys
+    ``parts.<module>.<parameter>``) to ``model.safetensors``; ``trainer_state.json`` names the modules.
+    With ``use_ema`` and an EMA in the checkpoint, the averaged weights replace the trained ones.
     """
     from safetensors.torch import load_file
 
-    names = read_state(checkpoint)["modules"]
     modules = objective.trainable_modules()
-    for name, path in model_files(checkpoint, names).items():
-        weights = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
-        modules[name].load_state_dict(weights)
+    weights = read_trained_weights(checkpoint)
+    for name, state in weights.items():
+        modules[name].load_state_dict(state)
+    names = list(weights)
     if use_ema and (Path(checkpoint) / EMA_FILE).is_file():
         with torch.no_grad():
             for key, value in load_file(str(Path(checkpoint) / EMA_FILE)).items():

@@ -58,7 +58,8 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [  # (parameter, annotation, defaul
         help="Interpolate the validation key pairs every N steps into RUN/validation/ (0: never).")], 500),
     ("validation_clips", Annotated[list[Path] | None, typer.Option(
         "--validation-clip", rich_help_panel=RUN, show_default=False,
-        help="A clip whose first/last frames are a validation pair (repeatable). Default: the first DATA clip.")],
+        help="A clip whose first/last frames are a validation pair (repeatable; keep it out of DATA for a held-out "
+        "check). Default: the first DATA clip.")],
      None),
     ("log_every", Annotated[int, typer.Option(
         "--log-every", min=1, rich_help_panel=RUN,
@@ -218,6 +219,7 @@ class TrainRun:
         make_objective: Callable[[], Any],
         objective_settings: dict[str, Any],
         data: DataSettings,
+        sample_hook: Callable | None = None,
     ) -> TrainResult:
         """Train; print the result (or, on Ctrl-C, where the checkpoint is, then exit 130)."""
         from toonctl.training.engine import TrainingInterrupted, train
@@ -228,6 +230,7 @@ class TrainRun:
             result = train(
                 make_objective, self.data, data, settings, objective_name=objective_name,
                 objective_settings=objective_settings, resume=self.resume, reporter=reporter,
+                sample_hook=sample_hook,
             )  # fmt: skip
         except TrainingInterrupted as stop:
             reporter.finish()

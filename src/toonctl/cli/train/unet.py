@@ -87,7 +87,7 @@ def unet(
     weights, config = run.find_model()
     data = run.data_settings(latent_factor(config))
     settings = UNetSettings(
-        weights=str(weights), config=None if run.config is None else str(run.config),
+        weights=str(weights.resolve()), config=None if run.config is None else str(run.config.resolve()),
         trainable=trainable or preset, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_convs=lora_convs,
         uncond_prob=uncond_prob, validation_steps=validation_steps,
     )  # fmt: skip
