@@ -65,3 +65,7 @@ class WeightsNotFoundError(ToonctlError):
 
 class OutputError(ToonctlError):
     """The output cannot be written (unsupported suffix, unwritable folder, ...)."""
+
+
+class DataError(ToonctlError):
+    """A dataset, manifest or clip is missing, unreadable or unusable."""
