@@ -42,9 +42,7 @@ from toonctl.training.engine import BaseObjective, LossResult
 from toonctl.training.sketch_sources import ExtractedSketches
 from toonctl.training.sparse_sketches import SparsePattern, draw_hint_mask
 
-DEFAULT_LR = 5e-5  # the paper's (training-spec §4.1)
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_STEPS = 50_000
+DEFAULT_LR = 5e-5  # the paper's (training-spec §4.1), with batch 32 and 50K steps: the shared CLI defaults
 SKETCH_SOURCES = ("extract", "folder")
 
 # --------------------------------------------------------------------------------------------- initialisation
