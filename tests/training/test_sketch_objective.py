@@ -143,6 +143,9 @@ def test_extracted_sketches_are_cached_per_clip(tmp_path):
     again = source(video)
     assert (source.misses, source.hits) == (1, 1) and torch.equal(first, again)
     assert len(list(tmp_path.glob("*.pt"))) == 1
+    other = SketchExtractor(SketchExtractorConfig(ngf=4, num_downs=5)).eval()  # other weights: not its cache
+    ExtractedSketches(other, load_size=32, cache_dir=tmp_path)(video)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
 def test_export_is_the_released_layout(pipe, tmp_path):

@@ -461,23 +461,30 @@ def load_objective(
 ) -> SketchEncoderObjective:
     """Load the frozen model, the encoder to train and (``with_extractor``) the sketch extractor, fp32 on the
     CPU (the engine places them). Validation needs the extractor (``sketch_source="extract"``)."""
+    from toonctl.errors import ToonctlError
     from toonctl.models.sketch_encoder import load_sketch_encoder
     from toonctl.models.sketch_extractor import load_sketch_extractor
     from toonctl.pipelines.interpolate import InterpolationPipeline
 
     pattern = settings.pattern  # checks the numbers before anything loads
+    sketches = None
+    if with_extractor and settings.sketch_source == "extract":  # the small file first: its errors come fast
+        if settings.extractor is None:
+            raise ValueError("the sketch objective needs a sketch extractor to make its sketches")
+        extractor = load_sketch_extractor(settings.extractor)
+        multiple = extractor.config.size_multiple
+        if settings.sketch_size % multiple:
+            raise ToonctlError(
+                f"--sketch-size {settings.sketch_size} is not a multiple of {multiple} (this extractor's)",
+                hint=f"use e.g. {max(multiple, settings.sketch_size // multiple * multiple)}",
+            )
+        sketches = ExtractedSketches(extractor, load_size=settings.sketch_size, cache_dir=settings.sketch_cache)
     pipe = InterpolationPipeline.from_checkpoint(settings.weights, settings.config, device="cpu", dtype=torch.float32)
     if settings.encoder is not None:
         encoder = load_sketch_encoder(settings.encoder, SketchEncoderConfig.for_unet(pipe.config.unet))
         encoder = encoder.train().requires_grad_(True)
     else:
         encoder = new_sketch_encoder(pipe.unet)
-    sketches = None
-    if with_extractor and settings.sketch_source == "extract":
-        if settings.extractor is None:
-            raise ValueError("the sketch objective needs a sketch extractor to make its sketches")
-        extractor = load_sketch_extractor(settings.extractor)
-        sketches = ExtractedSketches(extractor, load_size=settings.sketch_size, cache_dir=settings.sketch_cache)
     return SketchEncoderObjective(
         pipe, encoder, sketches=sketches, pattern=pattern, uncond_prob=settings.uncond_prob, context=settings.context,
         validation_items=validation_items, validation_steps=validation_steps,

@@ -27,8 +27,8 @@ class ExtractedSketches:
     Args:
         extractor: a ``SketchExtractor`` (frozen).
         load_size: the extractor's square processing size (Anime2Sketch's 512; smaller is faster).
-        cache_dir: optional folder: each clip's hints are stored there under a hash of its frames and the
-            settings, and read back the next time the same frames come (epochs after the first skip the
+        cache_dir: optional folder: each clip's hints are stored there under a hash of its frames, the load
+            size and the extractor's weights, and read back the next time the same frames come (epochs after the first skip the
             extractor). Files are written atomically.
     """
 
@@ -38,11 +38,14 @@ class ExtractedSketches:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.hits = 0
         self.misses = 0
+        # Another extractor (other weights) must not reuse the cache: its first layer's weights name it.
+        first = next(extractor.parameters()).detach().float().cpu()
+        self._extractor_id = hashlib.sha1(first.numpy().tobytes()).hexdigest()[:16]
 
     def _key(self, clip: torch.Tensor) -> str:
         quantised = ((clip.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         digest = hashlib.sha1(quantised.numpy().tobytes())
-        digest.update(f"{tuple(clip.shape)}:{self.load_size}".encode())
+        digest.update(f"{tuple(clip.shape)}:{self.load_size}:{self._extractor_id}".encode())
         return digest.hexdigest()
 
     def __call__(self, video: torch.Tensor) -> torch.Tensor:
