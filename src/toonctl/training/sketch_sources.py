@@ -28,8 +28,8 @@ class ExtractedSketches:
         extractor: a ``SketchExtractor`` (frozen).
         load_size: the extractor's square processing size (Anime2Sketch's 512; smaller is faster).
         cache_dir: optional folder: each clip's hints are stored there under a hash of its frames, the load
-            size and the extractor's weights, and read back the next time the same frames come (epochs after the first skip the
-            extractor). Files are written atomically.
+            size and the extractor's weights, and read back the next time the same frames come (epochs after
+            the first skip the extractor). Files are written atomically.
     """
 
     def __init__(self, extractor: nn.Module, *, load_size: int = 512, cache_dir: str | Path | None = None) -> None:
