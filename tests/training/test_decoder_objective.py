@@ -83,13 +83,13 @@ def test_l1_falls_over_fitting_one_clip_and_the_encoder_is_unchanged(vae):
     optimizer = torch.optim.Adam(objective.trainable_modules()["decoder"].parameters(), lr=2e-3)
     batch = tiny_batch()
     l1 = []
-    for step in range(8):
+    for step in range(5):
         result = objective.step_loss(batch, step=step, draws=_draws())
         optimizer.zero_grad()
         result.loss.backward()
         optimizer.step()
         l1.append(result.logs["l1"])
-    assert l1[-1] < 0.8 * l1[0], l1
+    assert l1[-1] < 0.7 * l1[0], l1
     assert all(torch.equal(v, frozen[k]) for k, v in vae.state_dict().items() if k in frozen)
     assert all(p.grad is None for p in vae.encoder.parameters())
 
