@@ -295,12 +295,15 @@ class DecoderObjective(BaseObjective):
             _unwrap(self.discriminator).training_step.fill_(step)
 
     def enable_gradient_checkpointing(self) -> None:
-        from toonctl.errors import ToonctlError
+        """Recompute the decoder's activations in the backward pass, block by block (the bottleneck, each
+        resolution's blocks and upsampling, each reference refinement): outputs and gradients unchanged, memory of a 16-frame
+        full-resolution decode no longer kept whole."""
+        from toonctl.models.autoencoder_dualref import Combiner, FusionCrossAttention, UpLevel, VideoMidBlock
+        from toonctl.models.layers import Upsample
 
-        raise ToonctlError(
-            "--gradient-checkpointing is not available for the decoder objective",
-            hint="lower --size or --frames, or use --mixed-precision bf16",
-        )
+        for module in _unwrap(self.decoder).modules():
+            if isinstance(module, (VideoMidBlock, UpLevel, Upsample, Combiner, FusionCrossAttention)):
+                _checkpoint_forward(module)
 
     def settings(self) -> dict:
         return {
@@ -450,6 +453,23 @@ class DecoderObjective(BaseObjective):
     def export(self, destination: str | Path, base_weights: str | Path) -> Path:
         """The base checkpoint with its decoder replaced by the trained one (official layout)."""
         return export_decoder(self.decoder, base_weights, destination)
+
+
+def _checkpoint_forward(module: nn.Module) -> None:
+    """Make ``module`` recompute its forward in the backward pass when gradients are on (idempotent)."""
+    if getattr(module, "_toonctl_checkpointed", False):
+        return
+    forward = module.forward
+
+    def checkpointed(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    module.forward = checkpointed
+    module._toonctl_checkpointed = True
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
