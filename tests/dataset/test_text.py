@@ -1,0 +1,43 @@
+"""The optional text filter: the morphological heuristic and a user's detector command."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from synthetic import episode_frames
+
+from toonctl.dataset.text import command_text_fraction, heuristic_text_fraction, text_score
+from toonctl.errors import DataError
+
+
+def _credits() -> np.ndarray:
+    """A 256x144 title card: three lines of white text on dark blue."""
+    image = Image.new("RGB", (256, 144), (20, 30, 90))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=14)
+    for row, line in enumerate(("DIRECTED BY SOMEONE", "MUSIC BY SOMEBODY ELSE", "ANIMATION STUDIO 2026")):
+        draw.text((24, 30 + 30 * row), line, fill=(255, 255, 255), font=font)
+    return np.asarray(image)
+
+
+def test_heuristic_scores_a_title_card_far_above_a_cartoon_frame():
+    card = heuristic_text_fraction(_credits())
+    cartoon = max(heuristic_text_fraction(frame) for frame in episode_frames()[::8])
+    assert card > 0.1
+    assert cartoon < 0.02
+
+
+def test_a_detector_command_is_run_per_frame_and_its_number_read(tmp_path):
+    script = tmp_path / "detector.py"
+    script.write_text(
+        "import sys\nfrom PIL import Image\nprint(0.5 if Image.open(sys.argv[1]).width > 100 else 0.0)\n"
+    )
+    command = f"{sys.executable} {script}"
+    assert command_text_fraction(_credits(), command) == 0.5
+    assert text_score(np.stack([_credits()[:, :90]] * 3), command) == 0.0
+    script.write_text("print('lots')\n")
+    with pytest.raises(DataError, match="not a number"):
+        command_text_fraction(_credits(), command)
