@@ -1,8 +1,7 @@
-"""Fixtures of the dataset tests: synthetic episodes (see ``synthetic.py``) and a dataset built once from them."""
+"""Fixtures of the dataset tests: synthetic episodes (see ``dataset_synth.py``) and a dataset built once from them."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,7 @@ pytest.importorskip("scenedetect", reason="the dataset extra (scenedetect) is no
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synthetic import write_episode  # noqa: E402
-
-CAPTION = "a white ball crosses a red room"
+from dataset_synth import CAPTION, write_episode  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +52,3 @@ def built(episodes, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("built") / "data"
     build_dataset([episodes], root, BuildSettings(prompt="a cartoon"))
     return root
-
-
-def copy_tree(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target

@@ -18,7 +18,7 @@ from toonctl.cli._help import Command, Group
 from toonctl.cli._output import Output, examples_epilog
 from toonctl.dataset.settings import CUT_THRESHOLD, HOLD_FRACTION, MAX_TEXT, MIN_FLOW
 
-SHOTS, FILTERS, OUTPUT, SCALE = "Shots", "Filters", "Output", "Scale"
+SHOTS, FILTERS, SCORES, OUTPUT, SCALE = "Shots", "Filters", "CLIP scores (optional)", "Output", "Scale"
 
 dataset_app = typer.Typer(
     cls=Group,
@@ -33,6 +33,11 @@ BUILD_EXAMPLES = [
     ("Four processes, captions from a CSV", "toonctl dataset build episodes/ -o data/ --workers 4 --captions c.csv"),
     ("Machine 2 of 8 (then `toonctl dataset merge`)", "toonctl dataset build episodes/ -o part2/ --shard 2/8"),
     ("No copies: the manifest points into the episodes", "toonctl dataset build ep01.mp4 -o data/ --reference"),
+    (
+        "CLIP caption alignment and an aesthetic head; drop the worst",
+        "toonctl dataset build episodes/ -o data/ --weights weights/model.ckpt --aesthetic-head head.safetensors"
+        " --min-alignment 0.2",
+    ),
 ]
 MERGE_EXAMPLES = [("Join eight shards", "toonctl dataset merge part0/ part1/ part2/ ... part7/ -o data/")]
 INSPECT_EXAMPLES = [
@@ -106,6 +111,35 @@ def build(
             rich_help_panel=FILTERS,
         ),
     ] = MAX_TEXT,
+    score: Annotated[
+        bool,
+        typer.Option(
+            "--score",
+            help="Compute CLIP scores with the model from --weights (default: the weights folder).",
+            rich_help_panel=SCORES,
+        ),
+    ] = False,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="model.ckpt holding the CLIP towers (implies --score).", rich_help_panel=SCORES),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Model config of --weights.", rich_help_panel=SCORES)] = None,
+    aesthetic_head: Annotated[
+        Path | None,
+        typer.Option(
+            help="Linear aesthetic head (.safetensors: weight (D,), bias) over the image embedding.",
+            rich_help_panel=SCORES,
+        ),
+    ] = None,
+    min_alignment: Annotated[
+        float | None, typer.Option(help="Drop clips whose caption-frame alignment is lower.", rich_help_panel=SCORES)
+    ] = None,
+    min_aesthetic: Annotated[
+        float | None, typer.Option(help="Drop clips whose aesthetic score is lower.", rich_help_panel=SCORES)
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="Device of the CLIP towers: auto, cpu, cuda.", rich_help_panel=SCORES)
+    ] = "auto",
     captions: Annotated[
         Path | None,
         typer.Option(help="CSV of captions: episode, caption[, start, end frames].", rich_help_panel=OUTPUT),
@@ -137,14 +171,17 @@ def build(
     """Cut EPISODES into clips (shots, static and text filters, held drawings, captions) under DATASET.
 
     Writes one mp4 per clip, manifest.csv (what `toonctl train` reads), scores.jsonl (every measure of
-    every clip) and report/ (counts per filter, histograms, contact sheets). A re-run resumes; exit code 3
-    when an episode could not be used (it is skipped and listed).
+    every clip) and report/ (counts per filter, histograms, contact sheets). With --score or --weights,
+    also CLIP caption-frame alignment (and --aesthetic-head scores) from the model's own CLIP towers;
+    scores are recorded, and drop clips only under --min-alignment / --min-aesthetic. A re-run resumes;
+    exit code 3 when an episode could not be used (it is skipped and listed).
     """
     from toonctl.dataset.build import build_dataset
     from toonctl.dataset.settings import BuildSettings
     from toonctl.errors import DataError
 
     shard_index, shard_count = _shard(shard)
+    scoring = _scoring(score, weights, config, aesthetic_head, min_alignment, min_aesthetic, device)
     try:
         settings = BuildSettings(
             cut_threshold=cut_threshold,
@@ -172,6 +209,7 @@ def build(
             shard_index=shard_index,
             shard_count=shard_count,
             force=force,
+            scoring=scoring,
             on_progress=on_progress,
             on_failure=lambda name, why: out.warn(f"skipped {why}"),
         )
@@ -182,6 +220,30 @@ def build(
         _print_summary(summary, output)
     if result.failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _scoring(score, weights, config, aesthetic_head, min_alignment, min_aesthetic, device):
+    """The ``ScoreSettings`` of the options (None: no scores); a usage error for score options without scores."""
+    from toonctl.dataset.scoring import ScoreSettings
+
+    if not (score or weights):
+        if aesthetic_head or min_alignment is not None or min_aesthetic is not None:
+            raise typer.BadParameter("--aesthetic-head, --min-alignment and --min-aesthetic need --score or --weights")
+        return None
+    if min_aesthetic is not None and aesthetic_head is None:
+        raise typer.BadParameter("--min-aesthetic needs --aesthetic-head", param_hint="--min-aesthetic")
+    if weights is None:
+        from toonctl.weights import resolve_weights
+
+        weights, _ = resolve_weights(None, config)
+    return ScoreSettings(
+        weights=str(weights.resolve()),
+        config=None if config is None else str(config.resolve()),
+        aesthetic_head=None if aesthetic_head is None else str(aesthetic_head.resolve()),
+        min_alignment=min_alignment,
+        min_aesthetic=min_aesthetic,
+        device=device,
+    )
 
 
 class _episode_progress:
@@ -243,6 +305,8 @@ def _print_summary(summary: dict, output: Path) -> None:
     table.add_row("clips", "", str(summary["clips"]))
     for name, count in summary["dropped"].items():
         table.add_row(f"- {name}", summary["filters"].get(name, ""), str(count))
+    scores = summary["scores"].get("computed") or []
+    table.add_row("scores", ", ".join(scores) if scores else "none computed (no --score)", "")
     table.add_row(
         "kept",
         f"{summary['kept_seconds']:.1f} s, drawing rates {summary['drawing_rates']}",

@@ -19,6 +19,7 @@ from pathlib import Path
 from toonctl.dataset import deps, report, store
 from toonctl.dataset.captions import Captions
 from toonctl.dataset.episode import process_episode
+from toonctl.dataset.scoring import ClipScoring, ScoreSettings, apply_scores
 from toonctl.dataset.settings import BuildSettings, read_settings
 from toonctl.dataset.sources import Episode, find_episodes, shard
 from toonctl.errors import DataError, ToonctlError
@@ -54,7 +55,7 @@ def build_dataset(
     force: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     on_failure: Callable[[str, str], None] | None = None,
-    scoring: Callable[[Path, list[dict]], dict] | None = None,
+    scoring: ScoreSettings | None = None,
 ) -> BuildResult:
     """Build (or resume) the dataset in ``root`` from the episodes under ``inputs``.
 
@@ -64,17 +65,21 @@ def build_dataset(
         force: redo finished episodes (and accept settings other than ``build.json``'s).
         on_progress: called after each episode of this run.
         on_failure: called with ``(episode name, reason)`` for each episode that cannot be used.
-        scoring: called with ``(root, parts)`` before the outputs are written; returns what it computed
-            (see ``scoring.score_dataset``).
+        scoring: CLIP scores to compute (when it names ``weights``) and thresholds to apply (see
+            ``scoring``); None: no scores.
 
     Raises:
         DataError: no episode, bad captions file, a folder built with other settings.
         MissingExtraError: OpenCV or PySceneDetect is not installed.
     """
     deps.check_installed()
+    scoring = scoring or ScoreSettings()
+    scorer = ClipScoring(scoring) if scoring.weights else None  # reads the head file now: fail before any work
+    if scorer is not None:
+        scorer.check()
     captions = Captions.load(settings.prompt, settings.captions_csv)
     episodes = shard(find_episodes(inputs), shard_index, shard_count)
-    _claim(root, settings, force)
+    _claim(root, settings, scoring, force)
     todo = [e for e in episodes if force or not store.part_path(root, e.key).is_file()]
     result = BuildResult(summary={}, resumed=len(episodes) - len(todo))
     began = time.monotonic()
@@ -100,11 +105,11 @@ def build_dataset(
             record(episode, _run_one(episode, root, settings, captions))
     else:
         _run_pool(todo, root, settings, captions, workers, record)
-    result.summary = finalize(root, scoring=scoring)
+    result.summary = finalize(root, scorer=scorer)
     return result
 
 
-def _claim(root: Path, settings: BuildSettings, force: bool) -> None:
+def _claim(root: Path, settings: BuildSettings, scoring: ScoreSettings, force: bool) -> None:
     """Create ``root`` and store the settings; refuse a folder built with other ones (unless ``force``)."""
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -118,7 +123,20 @@ def _claim(root: Path, settings: BuildSettings, force: bool) -> None:
             f"{root} was built with other settings ({changes})",
             hint="use the same options to resume, another -o for a new dataset, or --force to rebuild",
         )
-    store.write_json(root / store.BUILD_FILE, {"version": 1, "settings": settings.to_json()})
+    write_build_file(root, settings, scoring)
+
+
+def write_build_file(root: Path, settings: BuildSettings, scoring: ScoreSettings) -> None:
+    store.write_json(
+        root / store.BUILD_FILE, {"version": 1, "settings": settings.to_json(), "scoring": scoring.to_json()}
+    )
+
+
+def read_scoring(root: Path) -> ScoreSettings:
+    """The score settings of the last build in ``root`` (none: no thresholds)."""
+    path = root / store.BUILD_FILE
+    data = store.read_json(path).get("scoring") if path.is_file() else None
+    return ScoreSettings(**data) if data else ScoreSettings()
 
 
 def _run_one(episode: Episode, root: Path, settings: BuildSettings, captions: Captions) -> str | None:
@@ -152,12 +170,18 @@ def _run_pool(todo, root, settings, captions, workers, record) -> None:
     executor.shutdown()
 
 
-def finalize(root: Path, scoring: Callable[[Path, list[dict]], dict] | None = None) -> dict:
-    """Write ``manifest.csv``, ``scores.jsonl`` and the report from every part under ``root``; the summary."""
+def finalize(root: Path, scorer: ClipScoring | None = None) -> dict:
+    """Write ``manifest.csv``, ``scores.jsonl`` and the report from every part under ``root``; the summary.
+
+    ``scorer`` computes the scores still missing first; the cached scores and the thresholds of
+    ``build.json`` are applied either way.
+    """
     settings = read_settings(root / store.BUILD_FILE) or BuildSettings()
     parts = list(store.iter_parts(root))
     failures = [f for f in store.iter_failures(root) if not store.part_path(root, f["episode"]).is_file()]
-    score_info = scoring(root, parts) if scoring else {}
+    if scorer is not None:
+        scorer(root, parts)
+    score_info = apply_scores(root, parts, read_scoring(root))
     store.write_outputs(root, parts)
     summary = report.summarize(root, parts, failures, settings, score_info)
     report.write_report(root, parts, summary, settings)

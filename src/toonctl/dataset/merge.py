@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toonctl.dataset import store
-from toonctl.dataset.build import finalize
+from toonctl.dataset.build import finalize, read_scoring, write_build_file
+from toonctl.dataset.scoring import scores_path
 from toonctl.dataset.settings import read_settings
 from toonctl.errors import DataError
 
@@ -49,7 +50,7 @@ def merge_datasets(
     if mine is not None and mine != settings and not force:
         raise DataError(f"{root} was built with other settings", hint="merge into a new folder, or pass --force")
     (root / store.PARTS).mkdir(parents=True, exist_ok=True)
-    store.write_json(root / store.BUILD_FILE, {"version": 1, "settings": settings.to_json()})
+    write_build_file(root, settings, read_scoring(sources[0]))
     taken: dict[str, Path] = {p["episode"]: root for p in store.iter_parts(root)}
     for source in sources:
         if source.resolve() == root.resolve():
@@ -63,6 +64,7 @@ def merge_datasets(
             taken[key] = source
             _bring(source / store.CLIPS / key, root / store.CLIPS / key)
             _bring(store.samples_path(source, key), store.samples_path(root, key))
+            _bring(scores_path(source, key), scores_path(root, key))
             _bring(store.part_path(source, key), store.part_path(root, key))  # last: marks the episode done
             store.failed_path(root, key).unlink(missing_ok=True)
         for failure in store.iter_failures(source):

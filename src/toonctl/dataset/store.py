@@ -7,6 +7,7 @@ Layout of ``DATASET/``::
     parts/<episode>.failed.json  an episode that could not be used, and why (retried by the next run)
     parts/<episode>.samples.npz  first, middle and last frame of each analysed clip (256 px wide), for
                                the scores and the contact sheet
+    parts/<episode>.scores.json  its CLIP scores, when computed (``scoring``)
     clips/<episode>/<shot>-<piece>.mp4   the clip files (not with --reference)
     manifest.csv               the kept clips, for ``toonctl train`` (``toonctl.io.clips.read_manifest``)
     scores.jsonl               every analysed clip, kept or dropped, with every measure and score
@@ -40,6 +41,7 @@ SCORES = "scores.jsonl"
 REPORT = "report"
 FAILED_SUFFIX = ".failed.json"
 SAMPLES_SUFFIX = ".samples.npz"
+SCORES_SUFFIX = ".scores.json"
 # Measures copied from a clip's entry into the manifest's extra columns (scores are added by name).
 MANIFEST_MEASURES = ("episode", "source_start", "source_end", "frames", "distinct", "drawing_rate", "flow", "text")
 
@@ -109,7 +111,7 @@ def iter_parts(root: Path) -> Iterator[dict]:
     folder = root / PARTS
     if folder.is_dir():
         for path in sorted(folder.glob("*.json")):
-            if not path.name.endswith(FAILED_SUFFIX) and not path.name.startswith("."):
+            if not path.name.endswith((FAILED_SUFFIX, SCORES_SUFFIX)) and not path.name.startswith("."):
                 yield read_json(path)
 
 

@@ -18,6 +18,7 @@ from toonctl.io.video import write_frames
 WIDTH, HEIGHT, FPS = 96, 64, 12
 SHOT_FRAMES = 24
 SHOTS = ("moving", "static", "twos")
+CAPTION = "a white ball crosses a red room"  # the caption sidecar of the tests' ep1.mp4
 BACKGROUNDS = {"moving": (200, 40, 40), "static": (40, 170, 60), "twos": (40, 60, 200), "pan": (220, 200, 60)}
 
 

@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
+from dataset_synth import episode_frames
 from PIL import Image, ImageDraw, ImageFont
-from synthetic import episode_frames
 
 from toonctl.dataset.text import command_text_fraction, heuristic_text_fraction, text_score
 from toonctl.errors import DataError

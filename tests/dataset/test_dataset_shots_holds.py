@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic import FPS, SHOT_FRAMES, episode_frames
+from dataset_synth import FPS, SHOT_FRAMES, episode_frames
 
 from toonctl.dataset.holds import changed_fractions, drawing_stats
 from toonctl.dataset.motion import mean_flow

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import copy_tree
 from toonctl.dataset import deps
 from toonctl.dataset.inspection import inspect_dataset
 
@@ -48,7 +49,7 @@ def test_inspect_finds_clips_that_fail_to_decode(built, tmp_path):
     assert (summary["clips"], summary["episodes"], summary["frames"], summary["seconds"]) == (4, 2, 96, 8.0)
     assert summary["failed"] == [] and summary["drawing_rates"] == {"1": 2, "2": 2}
     assert summary["columns"]["drawing_rate"]["max"] == 2
-    broken = copy_tree(built, tmp_path / "broken")
+    broken = Path(shutil.copytree(built, tmp_path / "broken"))
     victim = sorted((broken / "clips").rglob("*.mp4"))[0]
     victim.write_bytes(victim.read_bytes()[:300])  # truncated
     done = toonctl("inspect", broken, "--json")

@@ -7,9 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-from synthetic import FPS, SHOT_FRAMES, episode_frames
+from dataset_synth import CAPTION, FPS, SHOT_FRAMES, episode_frames
 
-from conftest import CAPTION
 from toonctl.dataset import store
 from toonctl.dataset.build import build_dataset
 from toonctl.dataset.merge import merge_datasets
