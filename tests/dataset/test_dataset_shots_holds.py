@@ -23,15 +23,16 @@ def test_shots_are_found_at_the_cuts(episodes):
 
 def test_long_shots_are_cut_into_clips_and_short_ones_marked():
     settings = BuildSettings(min_shot=1.0, max_shot=3.0, clip_length=2.0)  # 12, 36 and 24 frames at 12 fps
-    plans = plan_clips([(0, 6), (6, 42), (42, 100)], 12.0, settings)
+    plans = plan_clips([(0, 6), (6, 20), (20, 56), (56, 114)], 12.0, settings)
     assert [(p.start, p.end, p.short) for p in plans] == [
         (0, 6, True),  # 0.5 s < min_shot
-        (6, 42, False),  # 3 s: kept whole
-        (42, 66, False),  # 58 frames > 36: cut into 24-frame clips...
-        (66, 90, False),
-        (90, 100, True),  # ...and a 10-frame leftover, too short
+        (6, 20, True),  # 14 frames: over 1 s, but under the 16 frames of a training window
+        (20, 56, False),  # 3 s: kept whole
+        (56, 80, False),  # 58 frames > 36: cut into 24-frame clips...
+        (80, 104, False),
+        (104, 114, True),  # ...and a 10-frame leftover, too short
     ]
-    assert [p.name for p in plans[2:]] == ["0002-00", "0002-01", "0002-02"]
+    assert [p.name for p in plans[3:]] == ["0003-00", "0003-01", "0003-02"]
 
 
 def _gray(kind: str) -> np.ndarray:

@@ -16,7 +16,7 @@ from toonctl.cli import _options as opt
 from toonctl.cli._errors import EXIT_PARTIAL, handle_errors
 from toonctl.cli._help import Command, Group
 from toonctl.cli._output import Output, examples_epilog
-from toonctl.dataset.settings import CUT_THRESHOLD, HOLD_FRACTION, MAX_TEXT, MIN_FLOW
+from toonctl.dataset.settings import CUT_THRESHOLD, HOLD_FRACTION, MAX_TEXT, MIN_FLOW, MIN_FRAMES
 
 SHOTS, FILTERS, SCORES, OUTPUT, SCALE = "Shots", "Filters", "CLIP scores (optional)", "Output", "Scale"
 
@@ -71,6 +71,9 @@ def build(
     min_shot: Annotated[
         float, typer.Option(min=0.01, help="Seconds; shorter shots are dropped.", rich_help_panel=SHOTS)
     ] = 1.0,
+    min_frames: Annotated[
+        int, typer.Option(min=1, help="Fewest frames of a clip (toonctl train needs 16).", rich_help_panel=SHOTS)
+    ] = MIN_FRAMES,
     max_shot: Annotated[
         float, typer.Option(min=0.01, help="Seconds; longer shots are cut into clips.", rich_help_panel=SHOTS)
     ] = 10.0,
@@ -186,6 +189,7 @@ def build(
         settings = BuildSettings(
             cut_threshold=cut_threshold,
             min_shot=min_shot,
+            min_frames=min_frames,
             max_shot=max_shot,
             clip_length=clip_length,
             hold_fraction=hold_fraction,

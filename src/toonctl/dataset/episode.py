@@ -205,7 +205,7 @@ def _finish(
     while len(clip.samples) < 3:  # a truncated clip missed its middle or last sample
         clip.samples.append(clip.samples[-1])
     text = text_score(np.stack(clip.samples), settings.text_detector) if settings.text_detector else None
-    if got < round(settings.min_shot * info.fps):
+    if got < settings.min_clip_frames(info.fps):
         dropped_by = "short"
     elif settings.min_flow > 0 and flow < settings.min_flow:
         dropped_by = "static"

@@ -59,7 +59,8 @@ def _filters(settings: BuildSettings, score_info: dict) -> dict:
     )
     return {
         "shots": f"PySceneDetect ContentDetector, threshold {settings.cut_threshold:g}",
-        "short": f"shots under {settings.min_shot:g} s; shots over {settings.max_shot:g} s cut into"
+        "short": f"shots under {settings.min_shot:g} s or {settings.min_frames} frames; shots over"
+        f" {settings.max_shot:g} s cut into"
         f" {settings.clip_length:g} s clips",
         "static": f"mean optical flow < {settings.min_flow:g} px/frame (at 256 px width)"
         if settings.min_flow > 0

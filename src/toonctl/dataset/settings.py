@@ -32,6 +32,9 @@ ANALYSIS_WIDTH = 256
 FLOW_REFERENCE_WIDTH = 256
 # Fraction of a frame covered by text-like boxes over which a clip is dropped (text filter on).
 MAX_TEXT = 0.05
+# Fewest frames of a clip whatever its length in seconds: the model trains on 16-frame windows, and
+# ``toonctl train`` skips shorter clips.
+MIN_FRAMES = 16
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class BuildSettings:
         cut_threshold: ContentDetector threshold (see ``CUT_THRESHOLD``).
         min_cut_gap: seconds; the detector reports no second cut within this time of the last one.
         min_shot: seconds; shorter shots (and shorter leftovers of cut shots) are dropped ("short").
+        min_frames: frames; the same, counted in frames (see ``MIN_FRAMES``).
         max_shot: seconds; a longer shot is cut into clips of ``clip_length`` seconds.
         clip_length: seconds; the length of the clips a long shot is cut into.
         hold_fraction: see ``HOLD_FRACTION``.
@@ -59,6 +63,7 @@ class BuildSettings:
     cut_threshold: float = CUT_THRESHOLD
     min_cut_gap: float = 0.25
     min_shot: float = 1.0
+    min_frames: int = MIN_FRAMES
     max_shot: float = 10.0
     clip_length: float = 5.0
     hold_fraction: float = HOLD_FRACTION
@@ -79,6 +84,10 @@ class BuildSettings:
                 f"--clip-length ({self.clip_length}) must lie between --min-shot ({self.min_shot})"
                 f" and --max-shot ({self.max_shot})"
             )
+
+    def min_clip_frames(self, fps: float) -> int:
+        """Frames a clip needs at ``fps`` (``min_shot`` seconds and ``min_frames``)."""
+        return max(1, self.min_frames, round(self.min_shot * fps))
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -2,7 +2,8 @@
 
 ``detect_shots`` returns ``[start, end)`` frame ranges covering the episode. ``plan_clips`` then keeps
 shots of ``min_shot`` to ``max_shot`` seconds whole, cuts longer ones into clips of ``clip_length``
-seconds (a leftover under ``min_shot`` is dropped as "short"), and drops shorter shots as "short".
+seconds (a leftover under ``min_shot`` is dropped as "short"), and drops shorter shots as "short"
+(``min_shot`` seconds and ``min_frames`` frames: a clip needs both).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _frame(timecode) -> int:
 
 def plan_clips(shots: list[tuple[int, int]], fps: float, settings: BuildSettings) -> list[ClipPlan]:
     """The clips of ``shots`` (see the module docstring), in frame order."""
-    min_frames = max(1, round(settings.min_shot * fps))
+    min_frames = settings.min_clip_frames(fps)
     max_frames = max(min_frames, round(settings.max_shot * fps))
     clip_frames = max(min_frames, round(settings.clip_length * fps))
     plans = []
