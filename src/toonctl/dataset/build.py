@@ -162,10 +162,14 @@ def _run_pool(todo, root, settings, captions, workers, record) -> None:
             for future in finished:
                 episode = pending.pop(future)
                 record(episode, future.result())
-    except BaseException:
+    except BaseException:  # Ctrl-C or a crash: stop the workers now (their episodes stay unfinished)
+        processes = list((getattr(executor, "_processes", None) or {}).values())
         executor.shutdown(wait=False, cancel_futures=True)
-        for process in list(getattr(executor, "_processes", {}).values()):
+        for process in processes:
             process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+        executor.shutdown(wait=True)
         raise
     executor.shutdown()
 
