@@ -221,7 +221,7 @@ def build(
     if json_out:
         print(json.dumps(summary, default=str), flush=True)
     else:
-        _print_summary(summary, output)
+        _print_summary(summary, output, full=not quiet)
     if result.failed:
         raise typer.Exit(EXIT_PARTIAL)
 
@@ -292,10 +292,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _print_summary(summary: dict, output: Path) -> None:
+def _print_summary(summary: dict, output: Path, *, full: bool = True) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if not full:
+        print(f"✓ {summary['kept']} clips in {output / 'manifest.csv'}; report in {output / 'report'}/", flush=True)
+        return
     table = Table(title=f"dataset {output}", show_header=True)
     table.add_column("step")
     table.add_column("setting")
