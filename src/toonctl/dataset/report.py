@@ -120,22 +120,31 @@ def write_report(root: Path, parts: list[dict], summary: dict, settings: BuildSe
 
 
 def _sheets(root: Path, parts: list[dict], folder: Path) -> None:
-    kept_rows, dropped_rows = [], []
-    for part in parts:
-        samples = store.read_samples(root, part["episode"])
-        for clip in part["clips"]:
-            if clip["clip"] not in samples:
+    """The two contact sheets; only the episodes of the clips shown have their samples read."""
+    analysed = [(part, clip) for part in parts for clip in part["clips"] if clip["dropped_by"] != "short"]
+    kept = _spread([(p, c) for p, c in analysed if c["status"] == "kept"])
+    dropped = _spread([(p, c) for p, c in analysed if c["status"] != "kept"])
+    samples: dict[str, dict] = {}
+    for part, _ in kept + dropped:
+        if part["episode"] not in samples:
+            samples[part["episode"]] = store.read_samples(root, part["episode"])
+
+    def rows(chosen: list) -> list:
+        out = []
+        for part, clip in chosen:
+            frames = samples[part["episode"]].get(clip["clip"])
+            if frames is None:
                 continue
             label = f"{part['name']} #{clip['clip']} | rate {clip['drawing_rate']} | flow {clip['flow']:.2f}"
-            if clip["status"] == "kept":
-                kept_rows.append((label, samples[clip["clip"]]))
-            else:
-                dropped_rows.append((f"{label} | dropped: {clip['dropped_by']}", samples[clip["clip"]]))
-    plots.contact_sheet(_spread(kept_rows), folder / "contact_sheet.png")
-    plots.contact_sheet(_spread(dropped_rows), folder / "dropped.png")
+            out.append((label + (f" | dropped: {clip['dropped_by']}" if clip["dropped_by"] else ""), frames))
+        return out
+
+    plots.contact_sheet(rows(kept), folder / "contact_sheet.png")
+    plots.contact_sheet(rows(dropped), folder / "dropped.png")
 
 
 def _spread(rows: list) -> list:
+    """At most ``SHEET_CLIPS`` of ``rows``, evenly spread."""
     if len(rows) <= SHEET_CLIPS:
         return rows
     return [rows[i] for i in np.linspace(0, len(rows) - 1, SHEET_CLIPS).round().astype(int)]
