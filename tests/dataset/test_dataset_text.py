@@ -41,3 +41,19 @@ def test_a_detector_command_is_run_per_frame_and_its_number_read(tmp_path):
     script.write_text("print('lots')\n")
     with pytest.raises(DataError, match="not a number"):
         command_text_fraction(_credits(), command)
+
+
+def test_the_text_filter_drops_rolling_credits_in_a_build(tmp_path):
+    from toonctl.dataset.build import build_dataset
+    from toonctl.dataset.settings import BuildSettings
+    from toonctl.io.video import write_frames
+
+    card = _credits()
+    credits = np.stack([np.roll(card, -2 * t, axis=0) for t in range(24)])  # the credits roll up 2 px a frame
+    cartoon = episode_frames(("moving",)).repeat(2, axis=1).repeat(2, axis=2)[:, :144, :]  # (24, 128, 192, 3)
+    cartoon = np.pad(cartoon, ((0, 0), (8, 8), (32, 32), (0, 0)), mode="edge")  # (24, 144, 256, 3)
+    write_frames(np.concatenate([cartoon, credits]), tmp_path / "ending.mp4", fps=12)
+    result = build_dataset([tmp_path / "ending.mp4"], tmp_path / "d", BuildSettings(text_detector="heuristic"))
+    assert result.summary["dropped"]["text"] == 1 and result.summary["kept"] == 1
+    assert result.summary["filters"]["text"].startswith("on: heuristic")
+    assert (tmp_path / "d" / "report" / "text.png").is_file()
