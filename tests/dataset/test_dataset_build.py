@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,9 +87,9 @@ def test_resume_after_a_kill_loses_nothing(episodes, built, tmp_path):
     assert _scores(root) == _scores(built)
 
 
-def test_other_settings_are_refused_on_resume(built):
+def test_other_settings_are_refused_on_resume(episodes, built):
     with pytest.raises(DataError, match="other settings.*min_flow"):
-        build_dataset([built], built, BuildSettings(prompt="a cartoon", min_flow=1.0))
+        build_dataset([episodes], built, BuildSettings(prompt="a cartoon", min_flow=1.0))
 
 
 def test_two_shards_merged_equal_one_run(episodes, built, tmp_path):
@@ -128,6 +129,13 @@ def test_captions_from_a_csv_with_frame_ranges(episodes, tmp_path):
     root = tmp_path / "csv"
     build_dataset([episodes / "ep1.mp4"], root, BuildSettings(captions_csv=str(table)))
     assert [c.caption for c in read_manifest(root / "manifest.csv")] == ["the red room", "the blue room"]
+
+
+def test_a_dataset_inside_the_input_folder_is_not_read_as_episodes(episodes, tmp_path):
+    inputs = Path(shutil.copytree(episodes, tmp_path / "episodes"))
+    first = build_dataset([inputs], inputs / "data", BuildSettings())
+    again = build_dataset([inputs], inputs / "data", BuildSettings())
+    assert (first.processed, again.resumed, again.processed, again.summary["episodes"]) == (2, 2, 0, 2)
 
 
 def test_a_missing_input_is_an_error(tmp_path):

@@ -78,7 +78,7 @@ def build_dataset(
     if scorer is not None:
         scorer.check()
     captions = Captions.load(settings.prompt, settings.captions_csv)
-    episodes = shard(find_episodes(inputs), shard_index, shard_count)
+    episodes = shard(find_episodes(inputs, exclude=root), shard_index, shard_count)
     _claim(root, settings, scoring, force)
     todo = [e for e in episodes if force or not store.part_path(root, e.key).is_file()]
     result = BuildResult(summary={}, resumed=len(episodes) - len(todo))

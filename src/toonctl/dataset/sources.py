@@ -31,14 +31,16 @@ class Episode:
         return f"{stem}-{hashlib.sha1(self.name.encode('utf-8')).hexdigest()[:8]}"
 
 
-def find_episodes(inputs: list[Path]) -> list[Episode]:
+def find_episodes(inputs: list[Path], exclude: Path | None = None) -> list[Episode]:
     """Episodes under ``inputs``, sorted by name: files as given (any suffix: a file that is no video fails
-    later, as its own episode), folders searched recursively for ``VIDEO_SUFFIXES``.
+    later, as its own episode), folders searched recursively for ``VIDEO_SUFFIXES``, except under
+    ``exclude`` (the dataset being written, when it lies inside an input folder).
 
     Raises:
         DataError: an input that does not exist, or no episode at all.
     """
     found: dict[Path, Episode] = {}
+    excluded = exclude.resolve() if exclude is not None else None
     for item in inputs:
         path = Path(item)
         if path.is_file():
@@ -46,6 +48,8 @@ def find_episodes(inputs: list[Path]) -> list[Episode]:
         elif path.is_dir():
             for video in path.rglob("*"):
                 hidden = any(part.startswith(".") for part in video.relative_to(path).parts)
+                if excluded is not None and video.resolve().is_relative_to(excluded):
+                    continue
                 if video.is_file() and not hidden and video.suffix.lower() in VIDEO_SUFFIXES:
                     found.setdefault(video.resolve(), Episode(video, video.relative_to(path).as_posix()))
         else:
