@@ -74,6 +74,9 @@ def process_episode(episode: Episode, root: Path, settings: BuildSettings, capti
 
 @dataclass
 class _ClipInFlight:
+    """The clip being decoded: its grey analysis frames ``(h, w)``, its three sample frames ``(H, W, 3)`` and,
+    with ``copy``, the encoder writing its file."""
+
     plan: ClipPlan
     sample_at: tuple[int, ...]
     gray: list[np.ndarray] = field(default_factory=list)
@@ -131,8 +134,9 @@ def _cut(
         reader.close()
     if current is not None:  # the last clip (or a file shorter than its count)
         results[current.plan.name], samples[current.plan.name] = _finish(current, episode, info, settings, captions)
-    ordered = [results[p.name] for p in plans if p.name in results]
-    return ordered, samples
+    for plan in todo[position + (current is not None) :]:  # past the last decoded frame: a truncated file
+        results.setdefault(plan.name, _short_entry(plan, episode, captions, frames=0))
+    return [results[p.name] for p in plans], samples
 
 
 def _start(plan: ClipPlan, staging: Path, info: VideoInfo, settings: BuildSettings) -> _ClipInFlight:
@@ -239,7 +243,8 @@ def _finish(
     return entry, sample
 
 
-def _short_entry(plan: ClipPlan, episode: Episode, captions: Captions) -> dict:
+def _short_entry(plan: ClipPlan, episode: Episode, captions: Captions, frames: int | None = None) -> dict:
+    """The record of a clip dropped as too short, unanalysed (``frames``: how many it really has)."""
     caption, caption_source = captions.caption(episode, plan.start, plan.end)
     return {
         "clip": plan.name,
@@ -247,7 +252,7 @@ def _short_entry(plan: ClipPlan, episode: Episode, captions: Captions) -> dict:
         "piece": plan.piece,
         "start": plan.start,
         "end": plan.end,
-        "frames": plan.frames,
+        "frames": plan.frames if frames is None else frames,
         "status": "dropped",
         "dropped_by": "short",
         "path": None,
