@@ -20,7 +20,10 @@ def cv2() -> ModuleType:
     try:
         import cv2 as module
     except ImportError as exc:
-        raise MissingExtraError(f"toonctl dataset needs OpenCV, which cannot be imported ({exc})") from None
+        hint = None
+        if "libGL" in str(exc):  # PySceneDetect 0.7 pulls in opencv-python, the GUI build, over the headless one
+            hint = "pip uninstall -y opencv-python && pip install --force-reinstall opencv-python-headless"
+        raise MissingExtraError(f"toonctl dataset needs OpenCV, which cannot be imported ({exc})", hint=hint) from None
     return module
 
 
