@@ -1,9 +1,12 @@
-"""Fixtures of the dataset tests: synthetic episodes (see ``dataset_synth.py``) and a dataset built once from them."""
+"""Fixtures of the dataset tests: synthetic episodes (see ``synthetic.py``) and a dataset built once from them.
+
+``tests/dataset`` is a package (``__init__.py``) so that this file is imported as ``dataset.conftest``, not as
+the ``conftest`` other test folders import ``TINY_A`` from.
+"""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +14,7 @@ import pytest
 pytest.importorskip("cv2", reason="the dataset extra (opencv-python-headless) is not installed")
 pytest.importorskip("scenedetect", reason="the dataset extra (scenedetect) is not installed")
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from dataset_synth import CAPTION, write_episode  # noqa: E402
+from dataset.synthetic import CAPTION, write_episode  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_synth import CAPTION, FPS, SHOT_FRAMES, episode_frames
 
+from dataset.synthetic import CAPTION, FPS, SHOT_FRAMES, episode_frames
 from toonctl.dataset import store
 from toonctl.dataset.build import build_dataset
 from toonctl.dataset.merge import merge_datasets

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dataset_synth import FPS, SHOT_FRAMES, episode_frames
 
+from dataset.synthetic import FPS, SHOT_FRAMES, episode_frames
 from toonctl.dataset.holds import changed_fractions, drawing_stats
 from toonctl.dataset.motion import mean_flow
 from toonctl.dataset.settings import HOLD_FRACTION, MIN_FLOW, BuildSettings

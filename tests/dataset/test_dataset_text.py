@@ -6,9 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-from dataset_synth import episode_frames
+
+pytest.importorskip("cv2", reason="the dataset extra (opencv-python-headless) is not installed")
 from PIL import Image, ImageDraw, ImageFont
 
+from dataset.synthetic import episode_frames
 from toonctl.dataset.text import command_text_fraction, heuristic_text_fraction, text_score
 from toonctl.errors import DataError
 
