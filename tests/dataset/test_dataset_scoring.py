@@ -39,8 +39,10 @@ def test_scores_match_a_direct_clip_computation_and_thresholds_drop(episodes, he
     root = tmp_path / "scored"
     settings = BuildSettings(prompt="a cartoon")
     scoring = ScoreSettings(weights=WEIGHTS, aesthetic_head=str(head))
-    result = build_dataset([episodes / "ep1.mp4"], root, settings, scoring=scoring)
+    stages = []
+    result = build_dataset([episodes / "ep1.mp4"], root, settings, scoring=scoring, on_progress=stages.append)
     assert result.summary["scores"]["computed"] == ["alignment", "aesthetic"]
+    assert [(p.stage, p.done, p.total) for p in stages] == [("episodes", 1, 1), ("scores", 1, 1)]
     kept = [c for c in read_manifest(root / "manifest.csv")]
     assert len(kept) == 2 and all({"alignment", "aesthetic"} <= set(c.extra) for c in kept)
 

@@ -251,7 +251,7 @@ def _scoring(score, weights, config, aesthetic_head, min_alignment, min_aestheti
 
 
 class _episode_progress:
-    """A Rich bar with ETA over the episodes on a terminal, else one stderr line per episode."""
+    """A Rich bar with ETA over the episodes (then the episodes scored) on a terminal, else one stderr line each."""
 
     def __init__(self, out: Output) -> None:
         self.out = out
@@ -273,12 +273,13 @@ class _episode_progress:
         return self.update
 
     def update(self, progress) -> None:
+        label = progress.name if progress.stage == "episodes" else f"CLIP scores: {progress.name}"
         if self.bar is not None:
-            self.bar.update(self.task, completed=progress.done, total=progress.total, description=progress.name)
+            self.bar.update(self.task, completed=progress.done, total=progress.total, description=label)
             return
         eta = "" if progress.eta_seconds is None else f", ETA {_duration(progress.eta_seconds)}"
         state = "done" if progress.ok else "skipped"
-        self.out.info(f"[{progress.done}/{progress.total}] {progress.name} {state}{eta}")
+        self.out.info(f"[{progress.done}/{progress.total}] {label} {state}{eta}")
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

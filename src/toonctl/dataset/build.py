@@ -27,13 +27,19 @@ from toonctl.errors import DataError, ToonctlError
 
 @dataclass
 class Progress:
-    """Where a build stands, passed to the progress callback after each episode."""
+    """Where a build stands, passed to the progress callback after each episode (``stage`` "episodes") and,
+    when scores are computed, after each episode scored (``stage`` "scores")."""
 
     done: int
     total: int
     name: str
     ok: bool
     eta_seconds: float | None
+    stage: str = "episodes"
+
+
+def _eta(began: float, done: int, total: int) -> float | None:
+    return (time.monotonic() - began) / done * (total - done) if done else None
 
 
 @dataclass
@@ -77,6 +83,11 @@ def build_dataset(
     scorer = ClipScoring(scoring) if scoring.weights else None  # reads the head file now: fail before any work
     if scorer is not None:
         scorer.check()
+        if on_progress:
+            scoring_began = time.monotonic()
+            scorer.on_progress = lambda done, total, name: on_progress(
+                Progress(done, total, name, True, _eta(scoring_began, done, total), stage="scores")
+            )
     captions = Captions.load(settings.prompt, settings.captions_csv)
     episodes = shard(find_episodes(inputs, exclude=root), shard_index, shard_count)
     _claim(root, settings, scoring, force)
@@ -96,9 +107,7 @@ def build_dataset(
                 on_failure(episode.name, error)
         if on_progress:
             done = result.processed + len(result.failed)
-            elapsed = time.monotonic() - began
-            eta = elapsed / done * (len(todo) - done) if done else None
-            on_progress(Progress(done, len(todo), episode.name, error is None, eta))
+            on_progress(Progress(done, len(todo), episode.name, error is None, _eta(began, done, len(todo))))
 
     if workers <= 1 or len(todo) <= 1:
         for episode in todo:

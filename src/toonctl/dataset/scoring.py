@@ -22,6 +22,7 @@ clips, and ``finalize`` applies the thresholds, which may change between runs.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,6 +101,7 @@ class ClipScoring:
         self.head = load_head(settings.aesthetic_head) if settings.aesthetic_head else None
         self._scorer = None
         self.weights = Path(settings.weights or "")
+        self.on_progress: Callable[[int, int, str], None] | None = None
 
     def check(self) -> None:
         """Raise ``DataError`` now if the checkpoint is missing (the towers load only when needed)."""
@@ -126,9 +128,22 @@ class ClipScoring:
         return self._scorer
 
     def __call__(self, root: Path, parts: list[dict]) -> None:
-        """Score the kept clips of every part that lack a score; write each episode's cache."""
-        for part in parts:
+        """Score the kept clips of every part that lack a score; write each episode's cache.
+
+        ``self.on_progress(done, total, episode name)`` (when set) is called after each episode that needed
+        scores.
+        """
+        todo = [part for part in parts if self._todo(root, part)]
+        for done, part in enumerate(todo, start=1):
             self.score_part(root, part)
+            if self.on_progress:
+                self.on_progress(done, len(todo), part["name"])
+
+    def _todo(self, root: Path, part: dict) -> list[dict]:
+        """The kept clips of ``part`` whose scores are missing or stale."""
+        path = scores_path(root, part["episode"])
+        cache = store.read_json(path) if path.is_file() else {}
+        return [c for c in part["clips"] if c["status"] == "kept" and self._missing(cache.get(c["clip"], {}), c)]
 
     def score_part(self, root: Path, part: dict) -> None:
         path = scores_path(root, part["episode"])
