@@ -13,7 +13,7 @@ from toonctl.dataset.shots import detect_shots, plan_clips
 
 
 def test_shots_are_found_at_the_cuts(episodes):
-    shots = detect_shots(episodes / "ep1.mp4", 3 * SHOT_FRAMES, FPS, BuildSettings())
+    shots = detect_shots(episodes / "ep1.mp4", FPS, BuildSettings())
     assert len(shots) == 3
     for (start, _end), cut in zip(shots, (0, SHOT_FRAMES, 2 * SHOT_FRAMES), strict=True):
         assert abs(start - cut) <= 1

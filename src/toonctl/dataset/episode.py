@@ -37,7 +37,7 @@ def process_episode(episode: Episode, root: Path, settings: BuildSettings, capti
     """
     began = time.monotonic()
     info = probe(episode.path)
-    shots = detect_shots(episode.path, info.frames, info.fps, settings)
+    shots = detect_shots(episode.path, info.fps, settings)
     plans = plan_clips(shots, info.fps, settings)
     final = store.clip_folder(root, episode.key)
     staging = final.with_name(f".{episode.key}.partial")
@@ -59,7 +59,7 @@ def process_episode(episode: Episode, root: Path, settings: BuildSettings, capti
         "episode": episode.key,
         "name": episode.name,
         "source": str(episode.path.resolve()),
-        "frames": info.frames,
+        "frames": shots[-1][1],
         "fps": info.fps,
         "width": info.width,
         "height": info.height,

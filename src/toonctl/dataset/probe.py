@@ -1,4 +1,4 @@
-"""What an episode file holds (frame count, rate, size), or one reason it cannot be used."""
+"""What an episode file holds (frame rate, size), or one reason it cannot be used."""
 
 from __future__ import annotations
 
@@ -14,22 +14,19 @@ class EpisodeError(DataError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    frames: int
+    """Frame rate and size of a video's first video stream (its frames are counted by the shot detector)."""
+
     fps: float
     width: int
     height: int
 
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.fps
-
 
 def probe(path: Path) -> VideoInfo:
-    """Frame count (counted by ffmpeg), frame rate and size of a video.
+    """Frame rate and size of a video, read from its header (nothing is decoded).
 
     Raises:
         EpisodeError: a missing or empty file, a file without a video stream (audio only), one ffmpeg
-            cannot decode, or a video without frames or frame rate.
+            cannot open, or a video without size or frame rate.
     """
     import imageio_ffmpeg
 
@@ -45,14 +42,13 @@ def probe(path: Path) -> VideoInfo:
             meta = next(reader)
         finally:
             reader.close()
-        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
     except (OSError, RuntimeError, StopIteration, KeyError) as exc:
         raise EpisodeError(f"{path}: {_reason(str(exc))}") from None
     fps = float(meta.get("fps") or 0)
     width, height = meta.get("size") or (0, 0)
-    if not frames or not fps > 0 or not width:
-        raise EpisodeError(f"{path}: no video frames (frames {frames}, fps {fps:g})")
-    return VideoInfo(int(frames), fps, int(width), int(height))
+    if not fps > 0 or not width:
+        raise EpisodeError(f"{path}: no video frames (size {width}x{height}, fps {fps:g})")
+    return VideoInfo(fps, int(width), int(height))
 
 
 def _reason(ffmpeg_message: str) -> str:

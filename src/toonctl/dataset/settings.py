@@ -25,7 +25,7 @@ CHANGE_LEVEL = 10
 # motion (a 10-px disc moving 4 px on 96x64) changes 2.5%.
 HOLD_FRACTION = 0.002
 # Mean optical-flow magnitude, in pixels per frame at a 256-px-wide frame, under which a clip is static.
-# Synthetic: the still shot measures 0.0, a disc on twos 3.3, a slow pan with a disc 3.7.
+# Synthetic: the still shot measures 0.0, a disc on twos 3.1, a slow pan with a disc 3.9.
 MIN_FLOW = 0.25
 # Width of the grey frames that the hold, flow and text measures see (frames are never upscaled).
 ANALYSIS_WIDTH = 256

@@ -35,14 +35,14 @@ class ClipPlan:
         return self.end - self.start
 
 
-def detect_shots(path: Path, frame_count: int, fps: float, settings: BuildSettings) -> list[tuple[int, int]]:
-    """``[(start, end), ...]``: consecutive shots covering frames ``[0, frame_count)``.
+def detect_shots(path: Path, fps: float, settings: BuildSettings) -> list[tuple[int, int]]:
+    """``[(start, end), ...]``: consecutive shots covering the episode's frames ``[0, N)``.
 
-    PySceneDetect decodes the file itself (OpenCV); its ranges are clipped to ``frame_count`` (ffmpeg's
-    count, the one the clips are read with).
+    PySceneDetect decodes the file itself (OpenCV) and its count N is the episode's (the clips are then
+    decoded by ffmpeg: frames it cannot reach leave their clips short).
 
     Raises:
-        EpisodeError: PySceneDetect cannot open the video.
+        EpisodeError: PySceneDetect cannot read the video, or it has no frames.
     """
     scenedetect = deps.scenedetect()
     gap = max(1, round(settings.min_cut_gap * fps))
@@ -51,6 +51,9 @@ def detect_shots(path: Path, frame_count: int, fps: float, settings: BuildSettin
         scenes = scenedetect.detect(str(path), detector, start_in_scene=True)
     except Exception as exc:  # VideoOpenFailure and OpenCV errors: the episode is skipped with the reason
         raise EpisodeError(f"{path}: PySceneDetect cannot read it ({exc})") from None
+    if not scenes or _frame(scenes[-1][1]) <= 0:
+        raise EpisodeError(f"{path}: no video frames")
+    frame_count = _frame(scenes[-1][1])
     cuts = sorted({_frame(start) for start, _ in scenes} - {0})
     bounds = [0, *(c for c in cuts if 0 < c < frame_count), frame_count]
     return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
