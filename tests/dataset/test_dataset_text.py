@@ -11,7 +11,7 @@ pytest.importorskip("cv2", reason="the dataset extra (opencv-python-headless) is
 from PIL import Image, ImageDraw, ImageFont
 
 from dataset.synthetic import episode_frames
-from toonctl.dataset.text import command_text_fraction, heuristic_text_fraction, text_score
+from toonctl.dataset.text import check_detector, command_text_fraction, heuristic_text_fraction, text_score
 from toonctl.errors import DataError
 
 
@@ -43,6 +43,9 @@ def test_a_detector_command_is_run_per_frame_and_its_number_read(tmp_path):
     script.write_text("print('lots')\n")
     with pytest.raises(DataError, match="not a number"):
         command_text_fraction(_credits(), command)
+    check_detector(command)
+    with pytest.raises(DataError, match="not found"):
+        check_detector("no-such-ocr-program --fast")
 
 
 def test_the_text_filter_drops_rolling_credits_in_a_build(tmp_path):

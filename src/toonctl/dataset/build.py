@@ -22,6 +22,7 @@ from toonctl.dataset.episode import process_episode
 from toonctl.dataset.scoring import ClipScoring, ScoreSettings, apply_scores
 from toonctl.dataset.settings import BuildSettings, read_settings
 from toonctl.dataset.sources import Episode, find_episodes, shard
+from toonctl.dataset.text import check_detector
 from toonctl.errors import DataError, ToonctlError
 
 
@@ -88,6 +89,8 @@ def build_dataset(
             scorer.on_progress = lambda done, total, name: on_progress(
                 Progress(done, total, name, True, _eta(scoring_began, done, total), stage="scores")
             )
+    if settings.text_detector:
+        check_detector(settings.text_detector)
     captions = Captions.load(settings.prompt, settings.captions_csv)
     episodes = shard(find_episodes(inputs, exclude=root), shard_index, shard_count)
     _claim(root, settings, scoring, force)

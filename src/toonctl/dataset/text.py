@@ -16,6 +16,7 @@ covered by text. Two detectors:
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,6 +27,21 @@ from toonctl.dataset import deps
 from toonctl.errors import DataError
 
 HEURISTIC = "heuristic"
+
+
+def check_detector(detector: str) -> None:
+    """Raise ``DataError`` now for a detector command whose program cannot be found (before any work)."""
+    if detector == HEURISTIC:
+        return
+    try:
+        program = shlex.split(detector)[0]
+    except (ValueError, IndexError):
+        raise DataError(f"--text-detector {detector!r} is not a command line") from None
+    if shutil.which(program) is None:
+        raise DataError(
+            f"text detector {program!r} not found",
+            hint=f"give '{HEURISTIC}', or a command that prints the text fraction of the image path it is given",
+        )
 
 
 def text_score(frames: np.ndarray, detector: str) -> float:
