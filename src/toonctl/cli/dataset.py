@@ -61,7 +61,7 @@ def _shard(value: str | None) -> tuple[int, int]:
 @handle_errors
 def build(
     episodes: Annotated[
-        list[Path], typer.Argument(metavar="EPISODES...", help="Video files, or folders searched for videos.")
+        list[Path], typer.Argument(metavar="EPISODES", help="Video files, or folders searched for videos.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Dataset folder (created; resumed if it exists).")],
     cut_threshold: Annotated[
@@ -171,7 +171,7 @@ def build(
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
-    """Cut EPISODES into clips (shots, static and text filters, held drawings, captions) under DATASET.
+    """Cut EPISODES into clips (shots, static and text filters, held drawings, captions) in the folder -o.
 
     Writes one mp4 per clip, manifest.csv (what `toonctl train` reads), scores.jsonl (every measure of
     every clip) and report/ (counts per filter, histograms, contact sheets). With --score or --weights,
@@ -328,7 +328,7 @@ def _print_summary(summary: dict, output: Path, *, full: bool = True) -> None:
 @dataset_app.command(cls=Command, epilog=examples_epilog(MERGE_EXAMPLES))
 @handle_errors
 def merge(
-    parts: Annotated[list[Path], typer.Argument(metavar="DATASETS...", help="Dataset folders to join.")],
+    parts: Annotated[list[Path], typer.Argument(metavar="DATASETS", help="Dataset folders to join.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The merged dataset folder.")],
     force: Annotated[bool, typer.Option("--force", help="Merge folders built with other settings.")] = False,
     json_out: opt.JsonOpt = False,
