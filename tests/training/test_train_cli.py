@@ -119,6 +119,16 @@ def test_validation_grid_and_lora_export(clips, tmp_path):
     assert exported.exit_code == 0, exported.output
     adapter = load_file(str(tmp_path / "style.safetensors"))
     assert adapter and all(".lora_" in key for key in adapter)
+    merged = invoke("export", run, "--merge", "-o", tmp_path / "merged.safetensors")
+    assert merged.exit_code == 0, merged.output
+    from toonctl.training.lora import merge_lora_file
+    from toonctl.training.unet_objective import UNetSettings, load_objective
+
+    plain = load_objective(UNetSettings(weights=str(TINY), trainable="projector")).pipe.unet
+    merge_lora_file(plain, tmp_path / "style.safetensors", 1.0)
+    full = load_file(str(tmp_path / "merged.safetensors"))
+    for name, value in plain.state_dict().items():  # the merged export == the adapter merged at load
+        torch.testing.assert_close(full["model.diffusion_model." + name], value, rtol=0, atol=1e-6)
 
 
 def test_bad_data_is_one_error_line(tmp_path):

@@ -237,10 +237,12 @@ def train(
         "data": {"inputs": [str(Path(p).resolve()) for p in inputs], **_jsonable(asdict(data))},
         "train": settings.snapshot(),
     }
-    start_step = run.start(config, resume=resume) if accelerator.is_main_process else 0
+    # Every process checks (so a refusal stops them all), then the main one writes the snapshot.
+    start_step = run.start(config, resume=resume, write=False)
     accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        start_step = run.latest_step() if resume else 0
+    if not resume and accelerator.is_main_process:
+        run.write_config(config)
+    accelerator.wait_for_everyone()
 
     sampler = StreamSampler(
         num_clips=len(dataset),

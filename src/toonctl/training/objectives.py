@@ -28,8 +28,11 @@ def objective_from_settings(name: str, settings: dict):
     return getattr(importlib.import_module(module_name), function)(settings)
 
 
-def export_run(run_dir: str | Path, output: str | Path, *, step: int | None = None) -> tuple[Path, int]:
-    """Export checkpoint ``step`` (None: the latest) of the run in ``run_dir`` to ``output``.
+def export_run(
+    run_dir: str | Path, output: str | Path, *, step: int | None = None, merge: bool = False
+) -> tuple[Path, int]:
+    """Export checkpoint ``step`` (None: the latest) of the run in ``run_dir`` to ``output``; ``merge``: an
+    adapter run (LoRA) as a full checkpoint with the adapter merged in.
 
     Returns:
         ``(written path, step)``.
@@ -44,5 +47,11 @@ def export_run(run_dir: str | Path, output: str | Path, *, step: int | None = No
     objective = objective_from_settings(config["objective"], settings)
     load_trained_modules(objective, checkpoint)
     base = settings.get("weights")
-    written = objective.export(Path(output), Path(base) if base else None)
+    base = Path(base) if base else None
+    if merge:
+        if getattr(objective, "lora", None) is None:
+            raise RunError(f"{run_dir} did not train an adapter: its export is already a full checkpoint")
+        written = objective.export(Path(output), base, merge=True)
+    else:
+        written = objective.export(Path(output), base)
     return Path(written), int(checkpoint.name.split("-")[-1])

@@ -112,8 +112,9 @@ class RunFolder:
         except (OSError, ValueError) as exc:
             raise RunError(f"cannot read {self.config_path}: {exc}") from None
 
-    def start(self, config: Mapping[str, Any], *, resume: bool) -> int:
-        """Check the folder for a new run or a resume and write the snapshot; the step to start from.
+    def start(self, config: Mapping[str, Any], *, resume: bool, write: bool = True) -> int:
+        """Check the folder for a new run or a resume and (``write``: the main process) write the snapshot;
+        the step to start from.
 
         Raises:
             RunError: a new run into a folder that holds one; a resume of a folder without a run, or with
@@ -136,9 +137,13 @@ class RunFolder:
                 f"{self.root} already holds a training run",
                 hint="add --resume to continue it, or choose another --output-dir",
             )
+        if write:
+            self.write_config(config)
+        return 0
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_text_atomically(self.config_path, json.dumps(config, indent=2, default=str) + "\n")
-        return 0
 
     # -- checkpoints -------------------------------------------------------------------------------
 

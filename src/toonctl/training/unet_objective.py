@@ -117,19 +117,16 @@ class UNetObjective(BaseObjective):
         result = interpolation_loss(self.pipe, batch, draws, uncond_prob=self.settings.uncond_prob)
         return LossResult(result.loss)
 
-    def export(self, destination: Path, base_weights: Path) -> Path:
-        """LoRA: the adapter file; otherwise the base checkpoint with the trained tensors replaced."""
-        if self.lora is not None:
+    def export(self, destination: Path, base_weights: Path, *, merge: bool = False) -> Path:
+        """LoRA: the adapter file, or with ``merge`` the base checkpoint with the adapter merged in (scale 1).
+        Otherwise the base checkpoint with the trained tensors replaced (official layout)."""
+        if self.lora is not None and not merge:
             from toonctl.training.lora import save_lora_adapter
 
             return save_lora_adapter(_unwrap(self.pipe.unet), destination, self.lora)
-        from toonctl.training.export import export_checkpoint
-        from toonctl.training.trainable import iter_parameters
+        from toonctl.training.export import export_checkpoint, trained_replacements
 
-        replacements = {
-            key: param.detach() for key, _group, param in iter_parameters(self.pipe) if param.requires_grad
-        }
-        return export_checkpoint(base_weights, replacements, destination)
+        return export_checkpoint(base_weights, trained_replacements(self.pipe, only_trainable=True), destination)
 
     # -- the optional hooks --------------------------------------------------------------------------
 
