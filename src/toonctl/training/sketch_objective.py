@@ -278,16 +278,6 @@ class SketchEncoderObjective(BaseObjective):
         result = self.step_loss(batch, generator)
         return LossResult(result.loss, result.logs)
 
-    def settings(self) -> dict:
-        from dataclasses import asdict
-
-        return {
-            "pattern": asdict(self.pattern),
-            "uncond_prob": self.uncond_prob,
-            "context": self.context,
-            "sketch_load_size": self.sketches.load_size if self.sketches is not None else None,
-        }
-
     def validate(self, step: int, folder: Path) -> list[Path]:
         """Sketch-guided interpolation of each validation clip's key frames, the extractor's sketches of its
         depth-2 bisection frames as control (scale 1), with a fixed seed: ``folder/step-N.gif`` shows the
