@@ -158,3 +158,18 @@ def test_resuming_a_finished_run_changes_nothing(clips, tmp_path):
     again = run_toy(clips, tmp_path / "run", resume=True, max_steps=2)
     assert again.step == 2 and again.checkpoint == first.checkpoint
     assert all(torch.equal(before[k], v) for k, v in weights(again.checkpoint).items())
+
+
+def test_sigterm_and_ctrl_c_ask_to_stop_after_the_step():
+    import os
+    import signal
+
+    from toonctl.training.engine import StopFlag
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):  # a second signal stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is previous

@@ -157,23 +157,26 @@ class TrainResult:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C: the run stopped after saving a checkpoint (``checkpoint``)."""
+    """Ctrl-C or SIGTERM: the run stopped after saving a checkpoint (``checkpoint``)."""
 
     def __init__(self, checkpoint: Path | None) -> None:
         super().__init__("interrupted")
         self.checkpoint = checkpoint
 
 
-class _StopFlag:
-    """The first Ctrl-C asks the loop to stop after the current step (and save); a second one stops at once."""
+class StopFlag:
+    """The first Ctrl-C (SIGINT) or SIGTERM (a scheduler's preemption, torchrun stopping its workers) asks the
+    loop to stop after the current step and save; a second one stops at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -182,8 +185,8 @@ class _StopFlag:
         self.requested = True
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 # --------------------------------------------------------------------------------------------- the loop
@@ -311,7 +314,7 @@ def train(
         validate()
     interrupted = False
     try:
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while state.step < settings.max_steps:
                 metrics = _optimizer_step(
                     model, objective, accelerator, batches, optimizer, scheduler, trainable, settings, state,
