@@ -234,9 +234,11 @@ class TrainRun:
             )  # fmt: skip
         except TrainingInterrupted as stop:
             reporter.finish()
-            if stop.checkpoint is not None:
+            if stop.checkpoint is not None and stop.main_process:
                 self.out.warn(f"stopped; saved {stop.checkpoint} (continue with --resume)")
             raise KeyboardInterrupt from None
+        if not result.main_process:  # one result line per run, not per process
+            return result
         loss = result.metrics.get("loss")
         shown = f", loss {loss:.4g}" if loss is not None else ""
         skipped = f", {result.skipped_clips} clips skipped" if result.skipped_clips else ""
