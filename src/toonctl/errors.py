@@ -65,3 +65,12 @@ class WeightsNotFoundError(ToonctlError):
 
 class OutputError(ToonctlError):
     """The output cannot be written (unsupported suffix, unwritable folder, ...)."""
+
+
+class NonFiniteError(ToonctlError):
+    """A stage of a run produced NaN or inf (the output would be black or garbage)."""
+
+    hint = (
+        "try --dtype fp32 (half precision can overflow), another --steps or --seed; "
+        "TOONCTL_DEBUG=1 shows where it happened"
+    )
