@@ -47,7 +47,7 @@ def load_pipeline(
         torch_device = resolve_device(device)
         autocast = dtype == "autocast"
         torch_dtype = torch.float32 if autocast else resolve_dtype(dtype, torch_device)
-        set_attention_backend(attention)
+        attention_note = set_attention_backend(attention)
         placement_map = parse_device_map(device_map)
         if offload not in OFFLOAD_MODES:
             raise ValueError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
@@ -55,6 +55,8 @@ def load_pipeline(
         import typer
 
         raise typer.BadParameter(str(exc)) from None
+    if attention_note:
+        out.warn(attention_note)
     precision = "fp32 weights, fp16 autocast" if autocast else str(torch_dtype).removeprefix("torch.")
     out.info(f"Loading {path} on {torch_device} ({precision}{'' if offload == 'none' else ', offload ' + offload})")
     pipe = InterpolationPipeline.from_checkpoint(
