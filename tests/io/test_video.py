@@ -168,7 +168,7 @@ def test_frame_durations_keep_the_running_time():
 
 def test_odd_sizes_are_refused_for_yuv420p_only(tmp_path):
     frames = make_frames(height=63, width=128)
-    with pytest.raises(OutputError, match="even width and height"):
+    with pytest.raises(OutputError, match="even height and width"):
         write_frames(frames, tmp_path / "clip.mp4", fps=FPS)
     assert write_frames(frames, tmp_path / "clip.gif", fps=FPS).exists()
 

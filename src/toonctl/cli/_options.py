@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from toonctl.presets import FIT_MODES, InterpolateSettings
+from toonctl.presets import FIT_MODES, MAX_SEED, InterpolateSettings
 
 D = InterpolateSettings()
 MODEL = "Model"
@@ -35,7 +35,10 @@ KeyframesArg = Annotated[
 ]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="Text prompt.", rich_help_panel=GENERATION)]
 SeedOpt = Annotated[
-    int, typer.Option("--seed", min=0, help="Random seed (same seed, same result).", rich_help_panel=GENERATION)
+    int,
+    typer.Option(
+        "--seed", min=0, max=MAX_SEED, help="Random seed (same seed, same result).", rich_help_panel=GENERATION
+    ),
 ]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, max=1000, help="DDIM steps.", rich_help_panel=GENERATION)]
 GuidanceScaleOpt = Annotated[

@@ -201,7 +201,7 @@ def _check_frames(frames: np.ndarray, kind: str, path: Path) -> None:
         raise ValueError(f"no pixels to write: frames of shape {frames.shape}")
     if kind in _FFMPEG_ARGS and (height % 2 or width % 2):
         raise OutputError(
-            f"cannot write {path}: {kind} (yuv420p) needs an even width and height, got {width}x{height}"
+            f"cannot write {path}: {kind} (yuv420p) needs an even height and width, got {height}x{width} (HxW)"
         )
 
 
