@@ -32,7 +32,10 @@ class InterpolateSettings:
 
     def __post_init__(self) -> None:
         checks = [
-            (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}, got {self.seed!r}"),
+            (
+                type(self.seed) is int and 0 <= self.seed <= MAX_SEED,
+                f"seed must be in 0..{MAX_SEED}, got {self.seed!r}",
+            ),
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.guidance_scale > 0, f"guidance_scale must be > 0, got {self.guidance_scale}"),
             (0 <= self.guidance_rescale <= 1, f"guidance_rescale must be in [0, 1], got {self.guidance_rescale}"),

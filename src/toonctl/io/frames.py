@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
-from toonctl.errors import InputImageError, RequestedSizeError, UnsupportedSizeError
+from toonctl.errors import InputImageError, RequestedSizeError
 from toonctl.presets import FIT_MODES
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def _check_dimensions(img: Image.Image, path: Path) -> None:
     width, height = img.size
     if width * height > MAX_PIXELS:
         raise InputImageError(
-            f"cannot read {path}: the image is too large ({height}x{width} HxW = {width * height / 1e6:.1f} megapixels;"
+            f"cannot read {path}: the image is too large ({height}x{width} = {width * height / 1e6:.1f} megapixels;"
             f" the limit is {MAX_PIXELS / 1e6:g})"
         )
     if min(width, height) < MIN_SIDE:

@@ -364,7 +364,9 @@ class InterpolationPipeline:
         height, width = start.shape[-2:]
         factor = self.latent_factor
         if height % factor or width % factor:
-            raise UnsupportedSizeError(f"frame size {height}x{width} (HxW) is not a multiple of {factor} on both sides")
+            raise UnsupportedSizeError(
+                f"frame size {height}x{width} (HxW) is not a multiple of {factor} on both sides"
+            )
         max_frames = self.config.unet.temporal_length
         if not 4 <= num_frames <= max_frames:
             raise ValueError(f"num_frames must be in 4..{max_frames}, got {num_frames}")
