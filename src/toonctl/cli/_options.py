@@ -135,6 +135,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")]
 
 
+def parse_output(text: str) -> Path:
+    """``-o`` as typed (Typer's ``parser``): a trailing ``/`` means a folder of numbered PNGs; ``-`` and a new
+    name without a suffix are usage errors (see ``toonctl.io.video.parse_output_path``)."""
+    from toonctl.errors import OutputError
+    from toonctl.io.video import parse_output_path
+
+    try:
+        return parse_output_path(text)
+    except OutputError as exc:
+        raise typer.BadParameter(f"{exc}; {exc.hint}" if exc.hint else str(exc)) from None
+
+
 def settings_from_options(values: dict) -> InterpolateSettings:
     """Settings from a command's parameters (pass ``locals()``): the ``InterpolateSettings`` fields it has
     (``size`` as text), defaults for the others. A bad combination is a usage error (exit 2)."""
