@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toonctl.errors import CheckpointError, ToonctlError, WeightsNotFoundError
+from toonctl.errors import CheckpointError, OutputError, ToonctlError, UsageError, WeightsNotFoundError
 
 if TYPE_CHECKING:
     import torch
@@ -112,6 +112,7 @@ def fetch(
     if unknown:
         raise ToonctlError(f"unknown file(s) {', '.join(unknown)}; the repository has {', '.join(OFFICIAL_FILES)}")
     dest = Path(dest) if dest is not None else weights_dir()
+    check_dest(dest)
     dest.mkdir(parents=True, exist_ok=True)
     silence = not progress and not are_progress_bars_disabled()
     if silence:
@@ -131,6 +132,26 @@ def fetch(
     finally:
         if silence:
             enable_progress_bars()
+        for name in names:
+            remove_stale_lock(dest / ".cache" / "huggingface" / "download" / f"{name}.lock")
+
+
+def remove_stale_lock(lock: Path) -> None:
+    """Delete a download's lock file once no process holds it (huggingface_hub's filelock leaves it behind,
+    also after a failed download). A lock another process holds is left alone."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.unlink(missing_ok=True)
+    except OSError:
+        pass  # held by another download: theirs to remove
+    finally:
+        os.close(fd)
 
 
 def _download_error(exc: Exception, name: str, repo_id: str, dest: Path) -> ToonctlError | None:
@@ -297,6 +318,10 @@ def import_checkpoint(
     if is_converted_dir(path):
         raise CheckpointError(f"{path} is already a converted model", hint="use it directly: --weights PATH")
     torch_dtype = _torch_dtype(dtype)
+    dest = Path(dest) if dest is not None else weights_dir()
+    if name is not None:
+        check_model_name(name)
+    check_dest(dest)  # before reading gigabytes: the folder can take the result
     config = config_for(path, config)
     state_dict = read_state_dict(path)
     if checkpoint_layout(state_dict) == "pruned":
@@ -307,9 +332,31 @@ def import_checkpoint(
         clip_dict = read_state_dict(clip)
         source.add(clip_dict, clip_renames(clip_dict, Path(clip)))
         state_dict = source
-    dest = Path(dest) if dest is not None else weights_dir()
     out = dest / (name or default_name(path, config, _dtype_label(dtype)))
     return save_components(state_dict, config, out, dtype=torch_dtype, overwrite=overwrite, progress=progress)
+
+
+def check_model_name(name: str) -> None:
+    """A converted model's name is one plain folder name: no path separators, not ``.``/``..``, not hidden.
+
+    Raises:
+        UsageError: otherwise (``--name ../../x`` or an absolute name would write outside the weights folder).
+    """
+    if not name or name in (".", "..") or "/" in name or os.sep in name or name.startswith(".") or "\0" in name:
+        raise UsageError(
+            f"invalid model name {name!r}: give a plain folder name (no /, not starting with a dot)",
+            hint="the converted model is created inside --dest; choose the folder with --dest",
+        )
+
+
+def check_dest(dest: Path) -> None:
+    """``dest`` is a folder that takes new files, or does not exist yet (it will be created)."""
+    from toonctl.io.atomic import check_writable
+
+    if dest.exists() and not dest.is_dir():
+        raise OutputError(f"cannot write into {dest}: it is a file, not a folder", hint="--dest takes a folder")
+    if dest.is_dir():
+        check_writable(dest / "model", folder=dest)
 
 
 def _dtype_label(dtype: str) -> str:
