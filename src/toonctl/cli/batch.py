@@ -107,6 +107,7 @@ def batch(
                     pipe = load_pipeline(
                         out, model, device, dtype, decoder,
                         offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+                        frame_size=prepared.size,
                     )  # fmt: skip
                 segment_kwargs = None
                 if (shot.directory / SKETCHES_FOLDER).is_dir():

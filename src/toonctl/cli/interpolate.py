@@ -86,7 +86,7 @@ def interpolate(
         out.warn(note)
     pipe = load_pipeline(
         out, model, device, dtype, decoder,
-        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet, frame_size=shot.size,
     )  # fmt: skip
     with render_progress(out, output.name, settings.steps) as hooks:
         result = render_shot(pipe, shot, settings, hooks, release_encoders=True)

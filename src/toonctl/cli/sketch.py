@@ -165,7 +165,7 @@ def sketch_interp(
         out.info(note)
     pipe = load_pipeline(
         out, model, device, dtype, decoder,
-        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet, frame_size=shot.size,
     )  # fmt: skip
     encoder = _load_encoder(out, encoder_path, model[1], pipe)
     segment_kwargs = sketch_segment_kwargs(
@@ -283,7 +283,7 @@ def colorize(
         out.warn(f"no sketch for frames {_ranges(missing)}: they get no control")
     pipe = load_pipeline(
         out, model, device, dtype, decoder,
-        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet, frame_size=shot.size,
     )  # fmt: skip
     encoder = _load_encoder(out, encoder_path, model[1], pipe)
     started = time.monotonic()
