@@ -452,3 +452,31 @@ def test_sigterm_in_a_real_process(tmp_path, keys):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and stderr.strip().endswith("Interrupted.")
     assert not out.exists() and no_partials(tmp_path)
+
+
+def test_a_failed_download_leaves_no_lock(tmp_path, monkeypatch):
+    """`make demo` after a failed `weights fetch`: huggingface_hub's filelock left download/<name>.lock behind."""
+    import fcntl
+
+    import huggingface_hub
+
+    locks = tmp_path / "w" / ".cache" / "huggingface" / "download"
+
+    def failing_download(*, filename, local_dir, **kwargs):
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{filename}.lock", "w") as lock:  # what filelock does, and leaves
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        raise ConnectionResetError("reset")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing_download)
+    stderr = user_error(invoke("weights", "fetch", "--dest", tmp_path / "w"))
+    assert "network error" in stderr and not list(locks.iterdir())
+    held = open(locks / "model.ckpt.lock", "w")  # a lock another download holds is left alone
+    fcntl.flock(held, fcntl.LOCK_EX)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kwargs: _enospc())
+    try:
+        user_error(invoke("weights", "fetch", "--dest", tmp_path / "w"))
+        # flock locks belong to the open file: this process's second open cannot take it, so it stays
+        assert (locks / "model.ckpt.lock").exists()
+    finally:
+        held.close()
