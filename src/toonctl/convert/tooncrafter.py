@@ -114,6 +114,7 @@ class _SafetensorsDict(Mapping):
 
         self._file = safe_open(str(path), framework="pt", device="cpu")
         self._keys = list(self._file.keys())
+        self._key_set = set(self._keys)
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._file.get_tensor(key)
@@ -123,6 +124,9 @@ class _SafetensorsDict(Mapping):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:  # Mapping's default reads the tensor and expects a KeyError
+        return key in self._key_set
 
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._file.get_slice(key).get_shape())
