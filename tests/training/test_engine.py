@@ -150,6 +150,7 @@ def test_tensorboard_when_installed(clips, tmp_path):
     pytest.importorskip("tensorboard")
     run_toy(clips, tmp_path / "run", max_steps=2)
     assert list((tmp_path / "run" / "logs").glob("events.out.tfevents.*"))
+    assert (tmp_path / "run" / "logs" / "metrics.csv").is_file()  # the CSV is always written
 
 
 def test_resuming_a_finished_run_changes_nothing(clips, tmp_path):

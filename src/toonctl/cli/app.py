@@ -59,17 +59,36 @@ COMMANDS = [  # (name, function, examples); None: the function's name
 for name, function, examples in COMMANDS:
     app.command(name, cls=Command, epilog=examples_epilog(examples))(function)
 app.add_typer(weights_app, name="weights")
+<<<<<<< HEAD
 app.add_typer(train_app, name="train")
 app.add_typer(dataset_app, name="dataset")
+=======
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(train_app, name="train")
+>>>>>>> engine
 
 
 def main() -> None:
+    _terminate_like_ctrl_c()
     try:
         app()
     except SystemExit as exit_:
         if exit_.code == EXIT_INTERRUPTED:
             _exit_interrupted()
         raise
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (``kill``, a job scheduler, ``timeout``) takes the Ctrl-C path: temporaries are removed, exit 130."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (embedded use): leave the default
+        pass
 
 
 def _exit_interrupted() -> None:

@@ -145,7 +145,8 @@ class Reporter:
 
 @dataclass
 class TrainResult:
-    """What a run did: the step reached, the last checkpoint, the last logged metrics, clips skipped."""
+    """What a run did: the step reached, the last checkpoint, the last logged metrics, clips skipped;
+    ``main_process``: False in the other processes of a multi-process run (they should print nothing)."""
 
     run_dir: Path
     step: int
@@ -154,14 +155,16 @@ class TrainResult:
     metrics: dict[str, float]
     skipped_clips: int
     trainable_parameters: int
+    main_process: bool = True
 
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM: the run stopped after saving a checkpoint (``checkpoint``)."""
 
-    def __init__(self, checkpoint: Path | None) -> None:
+    def __init__(self, checkpoint: Path | None, main_process: bool = True) -> None:
         super().__init__("interrupted")
         self.checkpoint = checkpoint
+        self.main_process = main_process
 
 
 class StopFlag:
@@ -348,7 +351,7 @@ def train(
         if accelerator.is_main_process:
             reporter.finish()
     if interrupted:
-        raise TrainingInterrupted(saved)
+        raise TrainingInterrupted(saved, accelerator.is_main_process)
     accelerator.end_training()
     return TrainResult(
         run_dir=run.root,
@@ -358,6 +361,7 @@ def train(
         metrics=state.metrics,
         skipped_clips=state.skipped,
         trainable_parameters=total_trainable,
+        main_process=accelerator.is_main_process,
     )
 
 

@@ -1,9 +1,9 @@
 """Training metrics out of the engine: TensorBoard (optional dependency) or a CSV file, and a console line.
 
 ``MetricsLogger`` writes scalars (loss, learning rate, grad norm, throughput, the objective's extras) under
-``RUN/logs/``: TensorBoard event files when ``tensorboard`` is installed (``pip install tensorboard``),
-otherwise ``metrics.csv`` (one row per logged step; columns added as new metrics appear). On resume, CSV rows
-past the resumed step are dropped so a curve has no duplicated steps.
+``RUN/logs/``: always ``metrics.csv`` (one row per logged step; columns added as new metrics appear), and
+TensorBoard event files too when ``tensorboard`` is installed (``pip install tensorboard``). On resume, CSV rows
+past the resumed step are dropped (and TensorBoard purges them) so a curve has no duplicated steps.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def tensorboard_available() -> bool:
 
 
 class MetricsLogger:
-    """Scalars per step into ``folder`` (TensorBoard if available and ``backend`` allows, else CSV)."""
+    """Scalars per step into ``folder``: ``metrics.csv``, plus TensorBoard if available and ``backend`` allows
+    (``auto``, ``tensorboard`` or ``csv``)."""
 
     def __init__(self, folder: str | Path, *, start_step: int = 0, backend: str = "auto") -> None:
         self.folder = Path(folder)
@@ -40,9 +41,8 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.folder), purge_step=start_step + 1 if start_step else None)
-        else:
-            self.csv_path = self.folder / "metrics.csv"
-            self._rows = self._read_rows(start_step)
+        self.csv_path = self.folder / "metrics.csv"
+        self._rows = self._read_rows(start_step)
 
     def _read_rows(self, start_step: int) -> list[dict[str, str]]:
         if not self.csv_path.is_file():
@@ -55,7 +55,6 @@ class MetricsLogger:
             for name, value in metrics.items():
                 self._writer.add_scalar(name, value, step)
             self._writer.flush()
-            return
         self._rows.append({"step": str(step), **{k: f"{v:.8g}" for k, v in metrics.items()}})
         columns: dict[str, None] = {}
         for row in self._rows:

@@ -63,7 +63,8 @@ COMMON_OPTIONS: list[tuple[str, Any, Any]] = [  # (parameter, annotation, defaul
      None),
     ("log_every", Annotated[int, typer.Option(
         "--log-every", min=1, rich_help_panel=RUN,
-        help="Log loss, lr, grad norm and throughput every N steps (TensorBoard, else RUN/logs/metrics.csv).")], 10),
+        help="Log loss, lr, grad norm and throughput every N steps (RUN/logs/metrics.csv; TensorBoard too if "
+        "installed).")], 10),
     ("size", Annotated[str, typer.Option(
         "--size", metavar="HxW", rich_help_panel=DATA,
         help="Training frame size (multiples of 64 for the 512 model).")],
@@ -234,9 +235,11 @@ class TrainRun:
             )  # fmt: skip
         except TrainingInterrupted as stop:
             reporter.finish()
-            if stop.checkpoint is not None:
+            if stop.checkpoint is not None and stop.main_process:
                 self.out.warn(f"stopped; saved {stop.checkpoint} (continue with --resume)")
             raise KeyboardInterrupt from None
+        if not result.main_process:  # one result line per run, not per process
+            return result
         loss = result.metrics.get("loss")
         shown = f", loss {loss:.4g}" if loss is not None else ""
         skipped = f", {result.skipped_clips} clips skipped" if result.skipped_clips else ""
