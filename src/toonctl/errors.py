@@ -57,6 +57,17 @@ class UnsupportedSizeError(ToonctlError, ValueError):
     """A frame size the model cannot process (sides must be multiples of the latent grid)."""
 
 
+class OptionError(ToonctlError, ValueError):
+    """A bad value for a setting or load option (a usage error: the CLI exits 2 naming the option).
+
+    ``option`` is the field name (``device_map``); the CLI shows it as its flag (``--device-map``).
+    """
+
+    def __init__(self, message: str, *, option: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.option = option
+
+
 class WeightsNotFoundError(ToonctlError):
     """The model weights are not where they were looked for."""
 

@@ -1,15 +1,28 @@
-"""Settings of an interpolation run: one frozen dataclass, the single source of the defaults.
+"""Settings of a run, as frozen dataclasses: the single source of the defaults.
 
-The generation defaults are the official ``scripts/run.sh`` values. CLI options read their defaults
-from here, and ``batch`` shots override fields from their ``shot.yaml``.
+``InterpolateSettings``: what to generate (the official ``scripts/run.sh`` values); ``batch`` shots override
+fields from their ``shot.yaml``. ``LoadOptions``: which model to load and how (device, precision, decoder,
+placement, control stages), handed to ``InterpolationPipeline.from_checkpoint``. CLI options read their
+defaults from here. Importing this module does not import torch (``toonctl --help`` reads it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 FIT_MODES = ("crop", "pad", "resize")  # how key frames of another aspect are fitted (toonctl.io.frames)
+DEFAULT_DECODER = "dualref"  # the official decode (toonctl.pipelines.decoders)
+OFFLOAD_MODES = ("none", "model", "sequential")  # toonctl.pipelines.placement
+# Every component a pipeline can hold: the model's networks (one per checkpoint prefix, in the checkpoint's
+# order: toonctl.convert.tooncrafter) and the optional control stages (toonctl.pipelines.controls).
+MODEL_COMPONENTS = ("unet", "vae", "text_encoder", "image_encoder", "image_proj")
+CONTROL_COMPONENTS = ("sketch_encoder",)
+COMPONENT_NAMES = (*MODEL_COMPONENTS, *CONTROL_COMPONENTS)
 
 
 @dataclass(frozen=True)
@@ -60,3 +73,39 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
         raise ValueError(f"size must look like HEIGHTxWIDTH (e.g. 320x512), got {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load the model: one object from the CLI's model options to ``from_checkpoint``.
+
+    Attributes:
+        weights: a checkpoint file, a converted folder or a folder to search (None: the weights folder).
+        config: the architecture (official yaml or ``config.json``; None: found beside the weights).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ... or a ``torch.device``.
+        dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``fp32``, ``bf16``, ``fp16``, ``autocast`` (fp32
+            weights under fp16 autocast: the official regime), a ``torch.dtype``, or None (a checkpoint
+            file in fp32, a converted folder as stored).
+        decoder: the decoder stage (``toonctl.pipelines.decoders.parse_decoder``).
+        offload: one of ``OFFLOAD_MODES``.
+        device_map: ``"unet=cuda:1,vae=cuda:0"`` or ``{component: device}``.
+        attention: ``auto``, ``sdpa``, ``math``, ``xformers``; None leaves the current backend.
+        compile: ``torch.compile`` the UNet.
+        controls: control stages to load with the model, ``{name: weights path or None}`` (None: found
+            beside the model or in the weights folder); names from ``CONTROL_COMPONENTS``.
+    """
+
+    weights: Path | None = None
+    config: Path | None = None
+    device: str | torch.device = "auto"
+    dtype: str | torch.dtype | None = "auto"
+    decoder: str = DEFAULT_DECODER
+    offload: str = "none"
+    device_map: str | dict[str, str] | None = None
+    attention: str | None = "auto"
+    compile: bool = False
+    controls: dict[str, Path | None] = field(default_factory=dict)
+
+    def with_controls(self, **controls: Path | None) -> LoadOptions:
+        """A copy that also loads these control stages (``sketch_encoder=None``: found like the model)."""
+        return replace(self, controls={**self.controls, **controls})

@@ -53,6 +53,7 @@ OFFICIAL_FILES: dict[str, OfficialFile] = {
 }
 MODEL_FILES = ("model.ckpt",)
 SKETCH_FILES = ("sketch_encoder.ckpt", "sketch_extractor.pth")
+EXTRACTOR_FILES = ("sketch_extractor.pth",)  # the sketch command's extractor (Anime2Sketch)
 DTYPE_CHOICES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 ByteProgress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -686,6 +687,39 @@ def find_weights(folder: Path) -> tuple[Path | None, list[str]]:
         if (folder / name).is_file():
             return folder / name, looked
     return None, looked
+
+
+def find_weights_file(
+    given: str | Path | None, names: Iterable[str], *, beside: str | Path | None = None, option: str = "--weights"
+) -> Path:
+    """A weights file other than the model (a control stage, the sketch extractor).
+
+    ``given`` when it exists; else the first of ``names`` in the folder of ``beside`` (the model's weights: a
+    folder, or a file whose folder is searched), then in the weights folder.
+
+    Raises:
+        WeightsNotFoundError: ``given`` does not exist, or none of ``names`` was found (the message lists
+            the places looked at; ``option`` is the flag that names the file).
+    """
+    names = tuple(names)
+    if given is not None:
+        given = Path(given)
+        if given.is_file():
+            return given
+        raise WeightsNotFoundError(f"{option} {given} does not exist", hint="check the path")
+    folders = [weights_dir()]
+    if beside is not None:
+        beside = Path(beside)
+        folders.insert(0, beside if beside.is_dir() else beside.parent)
+    for folder in folders:
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    looked = ", ".join(str(f / names[0]) for f in folders)
+    raise WeightsNotFoundError(
+        f"no {names[0]} found (looked for {looked})",
+        hint=f"run `toonctl weights fetch --sketch`, or pass {option} PATH",
+    )
 
 
 def resolve_weights(

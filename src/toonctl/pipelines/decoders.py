@@ -22,7 +22,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-DEFAULT_DECODER = "dualref"
+from toonctl.presets import DEFAULT_DECODER
+
 DEFAULT_CHUNK = 8
 DEFAULT_OVERLAP = 4
 # The splice takes video frames T/2-1 and T/2 from positions T/2-2 and T/2-1 of the clip without frames 1 and

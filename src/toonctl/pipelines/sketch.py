@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,21 @@ from toonctl.pipelines.chain import ChainSettings, inbetween_indices, interpolat
 DEFAULT_CONTROL_SCALE = 0.6  # both community UIs' default (range 0..1)
 CONTEXT_CHOICES = ("text", "all")
 MIN_FRAMES = 4  # the fewest frames the interpolation pipeline makes in one run
+
+
+@dataclass(frozen=True)
+class SketchGuidance:
+    """Sketches for a run and how they steer: ``hints`` ``{frame index: (1, H, W)}`` white lines on black in
+    [0, 1]; ``scale``, ``dense``, ``context`` as ``SketchControl``'s."""
+
+    hints: Mapping[int, torch.Tensor]
+    scale: float = DEFAULT_CONTROL_SCALE
+    dense: bool = False
+    context: str = "text"
+
+    def options(self) -> dict:
+        """The keyword arguments of ``sketch_interp`` and ``colorize``."""
+        return {"scale": self.scale, "dense": self.dense, "context": self.context}
 
 
 class SketchControl:
@@ -61,6 +77,7 @@ class SketchControl:
         dense: blank hints for frames without a sketch (see above).
         context: ``"text"`` or ``"all"`` (see above).
         text_tokens: how many leading context tokens are text (77).
+        device: where the encoder runs (a device map may put it apart from the UNet); None: the latent's device.
     """
 
     def __init__(
@@ -73,6 +90,7 @@ class SketchControl:
         dense: bool = False,
         context: str = "text",
         text_tokens: int = 77,
+        device: torch.device | str | None = None,
     ) -> None:
         if context not in CONTEXT_CHOICES:
             raise ValueError(f"context must be one of {', '.join(CONTEXT_CHOICES)}, got {context!r}")
@@ -91,6 +109,7 @@ class SketchControl:
         self.dense = dense
         self.context = context
         self.text_tokens = text_tokens
+        self.device = None if device is None else torch.device(device)
         self.frames = list(range(num_frames)) if dense else sorted(self.hints)
         self._stack: tuple[tuple, torch.Tensor] | None = None
 
@@ -118,11 +137,12 @@ class SketchControl:
         if t_frames != self.num_frames:
             raise ValueError(f"this sketch control is for {self.num_frames} frames, the latent has {t_frames}")
         dtype = next(self.encoder.parameters()).dtype
-        hint = self._hint_stack((8 * h, 8 * w), x.device, dtype).expand(b, -1, -1, -1, -1)  # (B, 1, K, H, W)
+        device = self.device or x.device
+        hint = self._hint_stack((8 * h, 8 * w), device, dtype).expand(b, -1, -1, -1, -1)  # (B, 1, K, H, W)
         tokens = context[:, : self.text_tokens] if self.context == "text" else context
         latent = x if len(self.frames) == t_frames else x[:, :, self.frames]  # (B, 4, K, h, w)
-        residuals = self.encoder(latent, hint, t, tokens)  # each (B*K, C_i, h_i, w_i)
-        return [self._spread(r * self.scale, b) for r in residuals]
+        residuals = self.encoder(latent.to(device), hint, t.to(device), tokens.to(device))  # each (B*K, C_i, h_i, w_i)
+        return [self._spread(r.to(x.device) * self.scale, b) for r in residuals]
 
     def _hint_stack(self, size: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The controlled frames' hints as ``(1, 1, K, H, W)``, blank where a dense frame has no sketch."""
@@ -247,6 +267,7 @@ def sketch_interp(
     segment_kwargs = sketch_segment_kwargs(
         encoder, sketches, len(keyframes), num_generated, settings,
         scale=scale, dense=dense, context=context, text_tokens=pipe.config.unet.text_context_len,
+        device=_encoder_device(pipe),
     )  # fmt: skip
     return interpolate_chain(
         pipe, keyframes, prompt, settings,
@@ -360,7 +381,10 @@ def colorize(
     if len(refs) == 2:
         known[num_frames - 1] = refs[1].float().cpu()
     passes = [p for p in colorize_passes(num_frames, window) if any(i not in known for i in p)]
-    options = dict(scale=scale, dense=dense, context=context, text_tokens=pipe.config.unet.text_context_len)
+    options = dict(
+        scale=scale, dense=dense, context=context, text_tokens=pipe.config.unet.text_context_len,
+        device=_encoder_device(pipe),
+    )  # fmt: skip
     for index, positions in enumerate(passes):
         if on_pass is not None:
             on_pass(index, len(passes))
@@ -376,6 +400,12 @@ def colorize(
         for position, model_frame in zip(positions, model_frames, strict=True):
             known.setdefault(position, video[model_frame])
     return torch.stack([known[i] for i in range(num_frames)])
+
+
+def _encoder_device(pipe) -> torch.device | None:
+    """Where the pipeline runs its sketch encoder component (None: a pipeline without placement)."""
+    placement = getattr(pipe, "placement", None)
+    return None if placement is None else placement.device_for("sketch_encoder")
 
 
 # --------------------------------------------------------------------------------------------- extraction

@@ -1,0 +1,133 @@
+"""From ``LoadOptions`` to a load plan: every load option checked and resolved once, before any weight is read.
+
+``plan_load`` turns the user's words (``auto``, ``bf16``, ``autocast``, ``chunked:8:4``, ``unet=cuda:1``) into
+torch objects and pipeline stages, and finds the weights of the model and of its control stages.
+``InterpolationPipeline.from_checkpoint`` builds from the plan; the CLI plans first to report bad options
+(exit 2) and to print what it is about to load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from toonctl.errors import OptionError
+from toonctl.models.configs import ToonCrafterConfig
+from toonctl.pipelines.decoders import FrameDecoder
+from toonctl.presets import OFFLOAD_MODES, LoadOptions
+
+# What ``from_checkpoint`` does without options: CPU, float32 (a converted folder: as stored), and the
+# attention backend left as it is.
+LIBRARY_DEFAULTS = LoadOptions(device="cpu", dtype=None, attention=None)
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """``LoadOptions`` resolved: where every file is and which torch objects and stages to build.
+
+    Attributes:
+        checkpoint, config: the model's weights and architecture.
+        device: the execution device; dtype: the weights' dtype (None: as stored / float32).
+        autocast: the autocast dtype (float16 for ``--dtype autocast``), or None.
+        decoder: the decoder stage; offload, device_map: the placement (``pipelines/placement.py``).
+        attention: the attention backend to select (None: leave it); compile: ``torch.compile`` the UNet.
+        controls: ``{control name: weights file}``.
+    """
+
+    checkpoint: Path
+    config: ToonCrafterConfig
+    device: torch.device
+    dtype: torch.dtype | None
+    autocast: torch.dtype | None
+    decoder: FrameDecoder
+    offload: str = "none"
+    device_map: dict[str, str] = field(default_factory=dict)
+    attention: str | None = None
+    compile: bool = False
+    controls: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def direct(self) -> bool:
+        """Every component loads straight onto the execution device (no offload, no device map)."""
+        return self.offload == "none" and not self.device_map
+
+    def describe(self) -> str:
+        """``Loading PATH on DEVICE (PRECISION[, offload MODE])[ with CONTROL FILES]`` for the CLI's log."""
+        if self.autocast is not None:
+            precision = f"fp32 weights, {_name(self.autocast)} autocast"
+        else:
+            precision = "as stored" if self.dtype is None else _name(self.dtype)
+        offload = "" if self.offload == "none" else f", offload {self.offload}"
+        controls = f" with {', '.join(p.name for p in self.controls.values())}" if self.controls else ""
+        return f"Loading {self.checkpoint} on {self.device} ({precision}{offload}){controls}"
+
+
+def plan_load(
+    options: LoadOptions,
+    checkpoint: str | Path | None = None,
+    config: str | Path | ToonCrafterConfig | None = None,
+) -> LoadPlan:
+    """Check and resolve ``options`` (``checkpoint``/``config`` given: instead of finding them).
+
+    Raises:
+        OptionError: a bad device, dtype, decoder, offload mode, device map, attention backend or control
+            name (the error names the option).
+        WeightsNotFoundError, ConfigError: the weights or the config cannot be found or read.
+    """
+    from toonctl.device import resolve_device, resolve_dtype
+    from toonctl.pipelines.controls import CONTROLS, find_control_weights
+    from toonctl.pipelines.decoders import parse_decoder
+    from toonctl.pipelines.placement import parse_device_map
+    from toonctl.weights import config_for, resolve_weights
+
+    device = _checked("device", lambda: resolve_device(options.device))
+    autocast = torch.float16 if options.dtype == "autocast" else None
+    dtype = torch.float32 if autocast is not None else options.dtype
+    if dtype is not None:
+        dtype = _checked("dtype", lambda: resolve_dtype(options.dtype, device))
+    decoder = _checked("decoder", lambda: parse_decoder(options.decoder))
+    if options.offload not in OFFLOAD_MODES:
+        raise OptionError(f"choose one of {', '.join(OFFLOAD_MODES)}, got {options.offload!r}", option="offload")
+    device_map = _checked("device_map", lambda: parse_device_map(options.device_map))
+    if device_map and options.offload != "none":
+        raise OptionError("a device map cannot be combined with offloading", option="device_map")
+    if options.attention is not None:
+        _checked("attention", lambda: _check_attention(options.attention))
+    unknown = sorted(set(options.controls) - set(CONTROLS))
+    if unknown:
+        raise OptionError(f"unknown control stages {unknown}; known: {', '.join(CONTROLS)}", option="controls")
+    if checkpoint is None:
+        checkpoint, found = resolve_weights(options.weights, config or options.config)
+    else:
+        checkpoint, found = Path(checkpoint), config_for(checkpoint, config or options.config)
+    controls = {name: find_control_weights(name, given, checkpoint) for name, given in options.controls.items()}
+    return LoadPlan(
+        checkpoint=Path(checkpoint), config=found, device=device, dtype=dtype, autocast=autocast, decoder=decoder,
+        offload=options.offload, device_map=device_map, attention=options.attention, compile=options.compile,
+        controls=controls,
+    )  # fmt: skip
+
+
+def _checked(option: str, resolve: Callable[[], object]):
+    """``resolve()``, its ``ValueError`` reported as a bad value of ``option``."""
+    try:
+        return resolve()
+    except OptionError:
+        raise
+    except ValueError as exc:
+        raise OptionError(str(exc), option=option) from None
+
+
+def _check_attention(name: str) -> None:
+    """Raise ``ValueError`` for a backend that is unknown or unusable here (the current one is kept)."""
+    from toonctl.models.attention import attention_backend
+
+    with attention_backend(name):
+        pass
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
