@@ -35,7 +35,10 @@ class Shot:
 
     @property
     def done(self) -> bool:
-        return self.output.exists()
+        """A finished output is there (an empty folder is not a finished folder of frames)."""
+        from toonctl.io.video import output_complete
+
+        return output_complete(self.output)
 
     @property
     def has_sketches(self) -> bool:

@@ -23,6 +23,7 @@ OFFLOAD_MODES = ("none", "model", "sequential")  # toonctl.pipelines.placement
 MODEL_COMPONENTS = ("unet", "vae", "text_encoder", "image_encoder", "image_proj")
 CONTROL_COMPONENTS = ("sketch_encoder",)
 COMPONENT_NAMES = (*MODEL_COMPONENTS, *CONTROL_COMPONENTS)
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0..2**64-1
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class InterpolateSettings:
 
     def __post_init__(self) -> None:
         checks = [
+            (
+                type(self.seed) is int and 0 <= self.seed <= MAX_SEED,
+                f"seed must be in 0..{MAX_SEED}, got {self.seed!r}",
+            ),
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.guidance_scale > 0, f"guidance_scale must be > 0, got {self.guidance_scale}"),
             (0 <= self.guidance_rescale <= 1, f"guidance_rescale must be in [0, 1], got {self.guidance_rescale}"),

@@ -22,7 +22,10 @@ def load_pipeline(out: Output, options: LoadOptions, model: tuple):
     from toonctl.pipelines.interpolate import InterpolationPipeline
     from toonctl.pipelines.loading import plan_load
 
-    out.info(plan_load(options, *model).describe())
+    plan = plan_load(options, *model)
+    for note in plan.notes:
+        out.warn(note)
+    out.info(plan.describe())
     return InterpolationPipeline.from_checkpoint(*model, options=options)
 
 

@@ -69,7 +69,8 @@ SketchEncoderOpt = Annotated[
 OutputOpt = Annotated[
     Path,
     typer.Option(
-        "--output", "-o", help="Output: .mp4 .webm .gif .webp .apng, or a folder for numbered PNGs.",
+        "--output", "-o", parser=opt.parse_output,
+        help="Output: .mp4 .webm .gif .webp .apng, or a folder ending in / for numbered PNGs.",
         show_default=False,
     ),
 ]  # fmt: skip
@@ -138,6 +139,7 @@ def sketch_interp(
     """
     from toonctl.errors import OptionError
     from toonctl.io.sketches import load_sketches
+    from toonctl.io.video import output_complete
     from toonctl.pipelines.loading import plan_load
     from toonctl.pipelines.sketch import SketchGuidance
     from toonctl.render import ChainFrames, chain_output_frames, check_sketch_indices, prepare_shot, render_shot
@@ -146,7 +148,7 @@ def sketch_interp(
     _check_choices(polarity, sketch_context)
     settings = opt.settings_from_options(locals())
     options = opt.load_options(locals(), sketch_encoder=sketch_encoder)
-    if skip_existing and output.exists():
+    if skip_existing and output_complete(output):  # a file, or a folder holding frames
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return
     paths = _sketch_paths(sketch, sketches)
@@ -236,6 +238,7 @@ def colorize(
     coloured first from the references, so colours stay consistent.
     """
     from toonctl.io.sketches import load_sketches
+    from toonctl.io.video import output_complete
     from toonctl.pipelines.loading import plan_load
     from toonctl.pipelines.sketch import SketchGuidance, colorize_passes
     from toonctl.render import ColorizeFrames, frame_ranges, prepare_shot, render_shot
@@ -247,7 +250,7 @@ def colorize(
         raise typer.BadParameter(f"give one or two coloured references, got {len(references)}", param_hint="--refs")
     settings = opt.settings_from_options(locals())
     options = opt.load_options(locals(), sketch_encoder=sketch_encoder)
-    if skip_existing and output.exists():
+    if skip_existing and output_complete(output):  # a file, or a folder holding frames
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return
     paths = _sketch_paths(sketch, sketches)
@@ -294,6 +297,7 @@ def sketch(
         typer.Option(
             "--output",
             "-o",
+            parser=opt.parse_output,
             show_default=False,
             help="One picture (.png .jpg ...) for an image; a folder (numbered PNGs) or a video for several frames.",
         ),

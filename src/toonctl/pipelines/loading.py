@@ -35,6 +35,7 @@ class LoadPlan:
         decoder: the decoder stage; offload, device_map: the placement (``pipelines/placement.py``).
         attention: the attention backend to select (None: leave it); compile: ``torch.compile`` the UNet.
         controls: ``{control name: weights file}``.
+        notes: things the user should know (e.g. xformers installed but unusable, so SDPA is used).
     """
 
     checkpoint: Path
@@ -48,6 +49,7 @@ class LoadPlan:
     attention: str | None = None
     compile: bool = False
     controls: dict[str, Path] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def direct(self) -> bool:
@@ -92,10 +94,11 @@ def plan_load(
     if options.offload not in OFFLOAD_MODES:
         raise OptionError(f"choose one of {', '.join(OFFLOAD_MODES)}, got {options.offload!r}", option="offload")
     device_map = _checked("device_map", lambda: parse_device_map(options.device_map))
+    for entry in device_map.values():  # a CUDA entry on a CPU-only machine is refused here
+        _checked("device_map", lambda entry=entry: resolve_device(entry))
     if device_map and options.offload != "none":
         raise OptionError("a device map cannot be combined with offloading", option="device_map")
-    if options.attention is not None:
-        _checked("attention", lambda: _check_attention(options.attention))
+    note = None if options.attention is None else _checked("attention", lambda: _check_attention(options.attention))
     unknown = sorted(set(options.controls) - set(CONTROLS))
     if unknown:
         raise OptionError(f"unknown control stages {unknown}; known: {', '.join(CONTROLS)}", option="controls")
@@ -107,7 +110,7 @@ def plan_load(
     return LoadPlan(
         checkpoint=Path(checkpoint), config=found, device=device, dtype=dtype, autocast=autocast, decoder=decoder,
         offload=options.offload, device_map=device_map, attention=options.attention, compile=options.compile,
-        controls=controls,
+        controls=controls, notes=(note,) if note else (),
     )  # fmt: skip
 
 
@@ -121,12 +124,16 @@ def _checked(option: str, resolve: Callable[[], object]):
         raise OptionError(str(exc), option=option) from None
 
 
-def _check_attention(name: str) -> None:
-    """Raise ``ValueError`` for a backend that is unknown or unusable here (the current one is kept)."""
-    from toonctl.models.attention import attention_backend
+def _check_attention(name: str) -> str | None:
+    """Raise ``ValueError`` for a backend that is unknown or unusable here, else return ``set_attention_backend``'s
+    note (the current backend is kept)."""
+    from toonctl.models.attention import get_attention_backend, set_attention_backend
 
-    with attention_backend(name):
-        pass
+    previous = get_attention_backend()
+    try:
+        return set_attention_backend(name)
+    finally:
+        set_attention_backend(previous)
 
 
 def _name(dtype: torch.dtype) -> str:

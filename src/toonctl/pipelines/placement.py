@@ -129,5 +129,5 @@ def parse_device_map(text: str | Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"device map entries look like component=device, got {item!r}")
         if name not in COMPONENT_NAMES:
             raise ValueError(f"unknown component {name!r} in the device map; known: {', '.join(COMPONENT_NAMES)}")
-        result[name] = str(parse_device(device))
+        result[name] = str(parse_device(device))  # the syntax; plan_load refuses devices this machine lacks
     return result
