@@ -401,9 +401,9 @@ def device_name(device: torch.device) -> str:
 
 
 def _dtype_name(dtype) -> str:
-    from toonctl.device import DTYPES
+    from toonctl.dtypes import short_name
 
-    return next(k for k, v in DTYPES.items() if v == dtype)
+    return short_name(dtype)
 
 
 def _mean(values: list[float]) -> float:

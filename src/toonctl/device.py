@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from toonctl.dtypes import DTYPE_NAMES, torch_dtype
+
+DTYPES = {short: torch_dtype(short) for short in DTYPE_NAMES}  # "fp32" -> torch.float32, ...
 
 
 def parse_device(name: str) -> torch.device:

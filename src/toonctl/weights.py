@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toonctl.errors import CheckpointError, ToonctlError, WeightsNotFoundError
+from toonctl.dtypes import DTYPE_NAMES, torch_dtype
+from toonctl.errors import CheckpointError, OptionError, ToonctlError, WeightsNotFoundError
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +55,6 @@ OFFICIAL_FILES: dict[str, OfficialFile] = {
 MODEL_FILES = ("model.ckpt",)
 SKETCH_FILES = ("sketch_encoder.ckpt", "sketch_extractor.pth")
 EXTRACTOR_FILES = ("sketch_extractor.pth",)  # the sketch command's extractor (Anime2Sketch)
-DTYPE_CHOICES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 ByteProgress = Callable[[int, int], None]  # (bytes done, bytes total)
 ComponentProgress = Callable[[str, int, int], None]  # (component, index from 1, count)
@@ -314,15 +314,13 @@ def import_checkpoint(
 
 
 def _dtype_label(dtype: str) -> str:
-    if dtype not in DTYPE_CHOICES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}")
+    if dtype not in DTYPE_NAMES:
+        raise OptionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_NAMES)}", option="dtype")
     return dtype
 
 
 def _torch_dtype(dtype: str) -> torch.dtype:
-    import torch
-
-    return getattr(torch, DTYPE_CHOICES[_dtype_label(dtype)])
+    return torch_dtype(_dtype_label(dtype))
 
 
 # -- list ----------------------------------------------------------------------------------------------
@@ -586,7 +584,7 @@ def _check_loads(report: VerifyReport, config: ToonCrafterConfig, *, full: bool)
 
 def sketch_file_kind(keys: Iterable[str]) -> str | None:
     """``"sketch_encoder"`` or ``"sketch_extractor"`` when the keys are those of a sketch file, else None."""
-    from toonctl.convert.tooncrafter import strip_shared_prefix
+    from toonctl.checkpoint import strip_shared_prefix
     from toonctl.models.sketch_encoder import CONTROL_MODEL_PREFIX
     from toonctl.models.sketch_extractor import MODULE_PREFIX
 
@@ -628,8 +626,8 @@ def config_for(path: str | Path, config: str | Path | ToonCrafterConfig | None =
     In order: ``config`` when given (an official yaml or our ``config.json``); a converted directory's own
     ``config.json``; a ``config.yaml`` / ``config.json`` next to a checkpoint file; the released 512 model.
     """
-    from toonctl.config import load_config
     from toonctl.convert.components import is_converted_dir, read_converted_config
+    from toonctl.convert.config import load_config
     from toonctl.models.configs import ToonCrafterConfig
 
     if isinstance(config, ToonCrafterConfig):

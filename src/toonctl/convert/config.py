@@ -135,7 +135,6 @@ def config_from_official(data: dict[str, Any]) -> ToonCrafterConfig:
         use_dynamic_rescale=params.get("use_dynamic_rescale", False),
         base_scale=params.get("base_scale", 0.7),
         turning_step=params.get("turning_step", 400),
-        scale_factor=params.get("scale_factor", 0.18215),
         image_size=tuple(params.get("image_size", (40, 64))),
     )
     if image_proj.output_dim != unet.context_dim or text.width != unet.context_dim:
