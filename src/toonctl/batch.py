@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from toonctl.errors import InputImageError, WeightsNotFoundError
+from toonctl.errors import ConfigError, InputImageError, WeightsNotFoundError
 from toonctl.presets import InterpolateSettings, LoadOptions, parse_size
 
 SETTINGS_FILE = "shot.yaml"
@@ -78,16 +78,16 @@ def shot_settings(folder: Path, base: InterpolateSettings) -> InterpolateSetting
         try:
             data = yaml.safe_load(settings_file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ValueError(f"{settings_file} is not valid yaml: {exc}") from None
+            raise ConfigError(f"{settings_file} is not valid yaml: {exc}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{settings_file} must be a mapping of setting: value")
+            raise ConfigError(f"{settings_file} must be a mapping of setting: value")
         if isinstance(data.get("size"), str):
             data["size"] = parse_size(data["size"])
         overrides.update(data)
     try:
         return base.updated(overrides)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{folder.name}: {exc}") from None
+        raise ConfigError(f"{folder.name}: {exc}") from None
 
 
 def remove_stale_partials(out_dir: Path) -> list[Path]:

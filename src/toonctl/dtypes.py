@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from toonctl.errors import OptionError
+
 if TYPE_CHECKING:
     import torch
 
@@ -20,7 +22,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
     long = DTYPE_NAMES.get(name, name)
     if long not in DTYPE_NAMES.values():
-        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPE_NAMES)}")
+        raise OptionError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPE_NAMES)}", option="dtype")
     return getattr(torch, long)
 
 

@@ -15,8 +15,8 @@ class ToonctlError(Exception):
             self.hint = hint
 
 
-class ConfigError(ToonctlError):
-    """A model config file is missing, unreadable or inconsistent."""
+class ConfigError(ToonctlError, ValueError):
+    """A config file (a model's, a shot's ``shot.yaml``) is missing, unreadable or inconsistent."""
 
 
 class CheckpointError(ToonctlError):

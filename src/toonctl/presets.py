@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from toonctl.errors import OptionError
+
 if TYPE_CHECKING:
     import torch
 
@@ -44,7 +46,7 @@ class InterpolateSettings:
     quality: int | None = None  # mp4/webm crf; None: the writer's default
 
     def __post_init__(self) -> None:
-        checks = [
+        checks = [  # (ok, message starting with the field's name)
             (
                 type(self.seed) is int and 0 <= self.seed <= MAX_SEED,
                 f"seed must be in 0..{MAX_SEED}, got {self.seed!r}",
@@ -60,14 +62,14 @@ class InterpolateSettings:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise OptionError(message, option=message.split()[0])
 
     def updated(self, overrides: dict[str, Any]) -> InterpolateSettings:
         """A copy with ``overrides`` applied (unknown names are an error, lists become tuples)."""
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ValueError(f"unknown settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise OptionError(f"unknown settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
         return replace(self, **values)
 
@@ -76,7 +78,7 @@ def parse_size(text: str) -> tuple[int, int]:
     """``"320x512"`` (height x width) -> ``(320, 512)``."""
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"size must look like HEIGHTxWIDTH (e.g. 320x512), got {text!r}")
+        raise OptionError(f"size must look like HEIGHTxWIDTH (e.g. 320x512), got {text!r}", option="size")
     return int(parts[0]), int(parts[1])
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from toonctl.device import release_memory
-from toonctl.errors import UnsupportedSizeError
+from toonctl.errors import OptionError, UnsupportedSizeError
 from toonctl.models.configs import ToonCrafterConfig
 from toonctl.numerics import check_finite
 from toonctl.pipelines.controls import combine_controls
@@ -397,7 +397,7 @@ class InterpolationPipeline:
             )
         max_frames = self.config.unet.temporal_length
         if not 4 <= num_frames <= max_frames:
-            raise ValueError(f"num_frames must be in 4..{max_frames}, got {num_frames}")
+            raise OptionError(f"num_frames must be in 4..{max_frames}, got {num_frames}", option="num_frames")
 
 
 def latent_factor(config: ToonCrafterConfig) -> int:

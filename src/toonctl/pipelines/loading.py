@@ -118,10 +118,8 @@ def _checked(option: str, resolve: Callable[[], object]):
     """``resolve()``, its ``ValueError`` reported as a bad value of ``option``."""
     try:
         return resolve()
-    except OptionError:
-        raise
-    except ValueError as exc:
-        raise OptionError(str(exc), option=option) from None
+    except ValueError as exc:  # OptionError too: named after the option being resolved
+        raise OptionError(str(exc), option=option, hint=getattr(exc, "hint", None)) from None
 
 
 def _check_attention(name: str) -> str | None:

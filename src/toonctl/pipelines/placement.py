@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from toonctl.device import parse_device, release_memory
+from toonctl.errors import OptionError
 from toonctl.presets import COMPONENT_NAMES, OFFLOAD_MODES
 
 
@@ -46,13 +47,16 @@ class ComponentPlacement:
         device_map: Mapping[str, torch.device | str] | None = None,
     ) -> None:
         if offload not in OFFLOAD_MODES:
-            raise ValueError(f"unknown offload mode {offload!r}; choose one of {', '.join(OFFLOAD_MODES)}")
+            raise OptionError(
+                f"unknown offload mode {offload!r}; choose one of {', '.join(OFFLOAD_MODES)}", option="offload"
+            )
         device_map = dict(device_map or {})
         unknown = sorted(set(device_map) - set(COMPONENT_NAMES))
         if unknown:
-            raise ValueError(f"unknown components in the device map: {unknown}; known: {', '.join(COMPONENT_NAMES)}")
+            known = ", ".join(COMPONENT_NAMES)
+            raise OptionError(f"unknown components in the device map: {unknown}; known: {known}", option="device_map")
         if device_map and offload != "none":
-            raise ValueError("a device map cannot be combined with offloading")
+            raise OptionError("a device map cannot be combined with offloading", option="device_map")
         self.offload = offload
         self.device_map = {k: torch.device(v) for k, v in device_map.items()}
         self.default_device = torch.device(execution_device)
@@ -126,8 +130,9 @@ def parse_device_map(text: str | Mapping[str, str] | None) -> dict[str, str]:
     for item in text.split(","):
         name, sep, device = (part.strip() for part in item.partition("="))
         if not sep or not name or not device:
-            raise ValueError(f"device map entries look like component=device, got {item!r}")
+            raise OptionError(f"device map entries look like component=device, got {item!r}", option="device_map")
         if name not in COMPONENT_NAMES:
-            raise ValueError(f"unknown component {name!r} in the device map; known: {', '.join(COMPONENT_NAMES)}")
+            known = ", ".join(COMPONENT_NAMES)
+            raise OptionError(f"unknown component {name!r} in the device map; known: {known}", option="device_map")
         result[name] = str(parse_device(device))  # the syntax; plan_load refuses devices this machine lacks
     return result

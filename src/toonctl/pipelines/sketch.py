@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toonctl.errors import OptionError
 from toonctl.pipelines.chain import ChainSettings, inbetween_indices, interpolate_chain
 
 DEFAULT_CONTROL_SCALE = 0.6  # both community UIs' default (range 0..1)
@@ -93,12 +94,17 @@ class SketchControl:
         device: torch.device | str | None = None,
     ) -> None:
         if context not in CONTEXT_CHOICES:
-            raise ValueError(f"context must be one of {', '.join(CONTEXT_CHOICES)}, got {context!r}")
+            raise OptionError(
+                f"context must be one of {', '.join(CONTEXT_CHOICES)}, got {context!r}", option="sketch_context"
+            )
         if not scale >= 0:
-            raise ValueError(f"control scale must be >= 0, got {scale}")
+            raise OptionError(f"control scale must be >= 0, got {scale}", option="control_scale")
         outside = sorted(i for i in hints if not 0 <= i < num_frames)
         if outside:
-            raise ValueError(f"sketches for frames {outside} of a {num_frames}-frame run (frames 0..{num_frames - 1})")
+            raise OptionError(
+                f"sketches for frames {outside} of a {num_frames}-frame run (frames 0..{num_frames - 1})",
+                option="sketches",
+            )
         self.encoder = encoder
         self.hints = {i: h.reshape(1, *h.shape[-2:]) for i, h in sorted(hints.items())}
         sizes = {tuple(h.shape[-2:]) for h in self.hints.values()}
@@ -296,7 +302,7 @@ def colorize_passes(num_frames: int, window: int) -> list[tuple[int, ...]]:
     if num_frames < 2:
         raise ValueError(f"colorizing needs at least 2 frames, got {num_frames}")
     if window < MIN_FRAMES:
-        raise ValueError(f"window must be at least {MIN_FRAMES} frames, got {window}")
+        raise OptionError(f"window must be at least {MIN_FRAMES} frames, got {window}", option="window")
 
     def plan(positions: tuple[int, ...]) -> list[tuple[int, ...]]:
         if len(positions) <= window:
@@ -372,11 +378,11 @@ def colorize(
         ``(num_frames, 3, H, W)`` in [-1, 1]; frame 0 is ``refs[0]`` (and the last ``refs[1]``) exactly.
     """
     if not 1 <= len(refs) <= 2:
-        raise ValueError(f"give one or two reference frames, got {len(refs)}")
+        raise OptionError(f"give one or two reference frames, got {len(refs)}", option="refs")
     longest = pipe.config.unet.temporal_length
     window = window or longest
     if window > longest:
-        raise ValueError(f"window must be at most the model's {longest} frames, got {window}")
+        raise OptionError(f"window must be at most the model's {longest} frames, got {window}", option="window")
     known = {0: refs[0].float().cpu()}
     if len(refs) == 2:
         known[num_frames - 1] = refs[1].float().cpu()
@@ -432,7 +438,7 @@ def extract_line_art(
     """
     multiple = extractor.config.size_multiple
     if load_size <= 0 or load_size % multiple:
-        raise ValueError(f"load size must be a positive multiple of {multiple}, got {load_size}")
+        raise OptionError(f"load size must be a positive multiple of {multiple}, got {load_size}", option="load_size")
     weight = next(extractor.parameters())
     outputs = []
     for chunk in frames.split(batch_size):
