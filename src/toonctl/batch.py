@@ -51,7 +51,11 @@ def discover_shots(shots_dir: Path, out_dir: Path, base: InterpolateSettings, su
 
     if not shots_dir.is_dir():
         raise InputImageError(f"shots folder not found: {shots_dir}", hint="SHOTS is a folder of shot folders")
-    folders = sorted((p for p in shots_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+    own_output = out_dir.resolve()  # `batch shots -o shots/out`: the output folder is not a shot
+    folders = sorted(
+        (p for p in shots_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() != own_output),
+        key=natural_key,
+    )
     shots = []
     for folder in folders:
         output = out_dir / f"{folder.name}{suffix}" if suffix != "/" else out_dir / folder.name

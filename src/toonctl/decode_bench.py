@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toonctl.errors import OptionError
-from toonctl.memory import PeakMemory, memory_method
+from toonctl.peak_memory import PeakMemory, memory_method
 
 if TYPE_CHECKING:
     import torch
@@ -179,7 +179,9 @@ class Bench:
             console = Console(file=io.StringIO(), width=TABLE_WIDTH, no_color=True, highlight=False)
             console.print(self.table())
             text = console.file.getvalue()
-        path.write_text(text, encoding="utf-8")
+        from toonctl.io.atomic import write_text_atomic
+
+        write_text_atomic(path, text)  # a temporary name, then a rename: never a truncated report
 
 
 def parse_stages(decoders: str) -> list:

@@ -1,140 +1,141 @@
-"""Peak memory of a block of code, in bytes: the one probe of the decode benchmark and the benchmark scripts.
+"""Will a run fit? A lower bound of its peak memory, estimated before loading anything, and the early refusal.
 
-On a GPU: ``torch.cuda.max_memory_allocated`` after a reset (tensors only, not the allocator's cache). On the
-CPU: the process's peak resident set; on Linux the kernel's high-water mark, reset at the start of the block
-through ``/proc/self/clear_refs`` after returning freed heap to the system (``malloc_trim``), elsewhere a thread
-sampling it every millisecond with psutil. ``peak`` is the whole process (weights included), ``before`` what
-was in use at the start: ``peak - before`` is the block's own working memory.
+The two big terms are the weights and the VAE decode at full resolution: the decoder's top level holds
+``vae.ch`` (128) channels per pixel for every frame it decodes at once, and a residual block keeps about
+four such tensors alive (input, two activations, the norm's temporary). The UNet works on the 8x smaller
+latent and is small beside that. The estimate is deliberately a lower bound (the real peak is higher), so
+a run it refuses cannot fit; one it lets through may still fail, and then reports "out of memory".
+
+* Weights: the checkpoint's size on disk, scaled to the run's dtype. On the CPU a memory-mapped checkpoint
+  in the run's dtype costs no private memory (its pages are the reclaimable file cache); a conversion to
+  another dtype does. On a GPU: every component (``offload none``), the largest one (``model``), none
+  (``sequential``).
+* Available: ``MemAvailable`` and the cgroup limit on the CPU, ``cudaMemGetInfo`` on a GPU.
 """
 
 from __future__ import annotations
 
-import functools
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import torch
+from toonctl.errors import OutOfMemoryError
+
+DECODE_TENSORS_ALIVE = 4  # tensors of the decoder's top level alive at once in a residual block (lower bound)
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+UNET_SHARE = 0.56  # the UNet's share of the weights (1.44 of 2.56 billion parameters): offload "model"'s peak
 
 
-class PeakMemory:
-    """Peak memory of a ``with`` block, in bytes (``peak``; ``before``: in use at its start; None: not
-    measurable here). See the module docstring."""
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes, all lower bounds: ``weights`` resident on the device, ``decode`` the VAE decode's activations."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.probe = "cuda" if device.type == "cuda" else _cpu_probe() if device.type == "cpu" else None
-        self.before: int | None = None
-        self.peak: int | None = None
-        self._sampler: _RssSampler | None = None
+    weights: int
+    decode: int
 
-    def __enter__(self) -> PeakMemory:
-        import gc
+    @property
+    def total(self) -> int:
+        return self.weights + self.decode
 
+
+def stored_weight_bytes(path: str | Path) -> tuple[int, int]:
+    """``(bytes on disk, bytes per stored parameter)`` of a checkpoint file or converted folder."""
+    path = Path(path)
+    if path.is_dir():
+        size = sum(p.stat().st_size for p in path.iterdir() if p.suffix == ".safetensors")
+        try:
+            stored = json.loads((path / "config.json").read_text(encoding="utf-8")).get("dtype", "float16")
+        except (OSError, ValueError):
+            stored = "float16"
+        return size, DTYPE_BYTES.get(str(stored).removeprefix("torch."), 2)
+    return path.stat().st_size, 4  # official checkpoints are float32; a half-precision file is overestimated x2
+
+
+def estimate_memory(
+    weights_path: str | Path,
+    vae_channels: int,
+    frame_size: tuple[int, int],
+    num_frames: int,
+    *,
+    device_type: str,
+    dtype_bytes: int,
+    offload: str = "none",
+    decode_frames: int | None = None,
+) -> MemoryEstimate:
+    """Lower bound of the peak memory of one interpolation run on ``device_type`` (see the module docstring).
+
+    Args:
+        weights_path: the checkpoint file or converted folder.
+        vae_channels: the VAE decoder's top-level channels (``config.vae.ch``).
+        frame_size: ``(H, W)`` of the output frames.
+        num_frames: frames per segment (16).
+        dtype_bytes: bytes per element of the weights and the decode (4 for fp32, 2 for bf16/fp16).
+        offload: ``none``, ``model`` or ``sequential``.
+        decode_frames: frames decoded at once (a chunked decoder's chunk); default all.
+    """
+    on_disk, stored_bytes = stored_weight_bytes(weights_path)
+    weights = on_disk * dtype_bytes // stored_bytes
+    if device_type == "cpu":
+        weights = 0 if dtype_bytes == stored_bytes else weights
+    elif offload == "model":
+        weights = int(weights * UNET_SHARE)
+    elif offload == "sequential":
+        weights = 0
+    height, width = frame_size
+    frames = min(num_frames, decode_frames or num_frames)
+    decode = DECODE_TENSORS_ALIVE * frames * vae_channels * height * width * dtype_bytes
+    return MemoryEstimate(weights=weights, decode=decode)
+
+
+def available_memory(device) -> int | None:
+    """Free bytes on ``device`` (a ``torch.device``) now, or None when it cannot be told."""
+    if device.type == "cuda":
         import torch
 
-        gc.collect()
-        if self.probe == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.before = torch.cuda.memory_allocated(self.device)
-        elif self.probe is not None:
-            _trim_heap()
-            self.before = _rss()
-            if self.probe == "hwm":
-                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-            else:
-                self._sampler = _RssSampler()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        import torch
-
-        if self.probe == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device)
-        elif self.probe == "hwm":
-            self.peak = _proc_status_kib("VmHWM") * 1024
-        elif self._sampler is not None:
-            self.peak = self._sampler.stop()
-
-
-PROBES = {
-    "cuda": "CUDA peak allocation (torch.cuda.max_memory_allocated)",
-    "hwm": "peak RSS (the kernel's high-water mark, reset before each measured block)",
-    "sampled": "peak RSS (sampled every 1 ms with psutil)",
-    None: "not measured",
-}
-
-
-def memory_method(device: torch.device) -> str:
-    """How ``PeakMemory`` measures on ``device``, in words (for the report)."""
-    return PROBES[PeakMemory(device).probe]
-
-
-@functools.cache
-def _cpu_probe() -> str | None:
-    """``hwm`` where /proc/self/clear_refs can reset the peak RSS (Linux), else ``sampled`` with psutil."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        _proc_status_kib("VmHWM")
-        return "hwm"
-    except (OSError, ValueError):
-        pass
-    try:
-        import psutil  # noqa: F401
-    except ImportError:
+        try:
+            free, _total = torch.cuda.mem_get_info(device)
+        except Exception:  # an unusable device: the load will say so
+            return None
+        return int(free)
+    if device.type != "cpu":
         return None
-    return "sampled"
+    available = _meminfo_available()
+    limit = _cgroup_headroom()
+    candidates = [v for v in (available, limit) if v is not None]
+    return min(candidates) if candidates else None
 
 
-def _proc_status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise ValueError(f"no {field} in /proc/self/status")
+def check_memory(estimate: MemoryEstimate, device, *, what: str) -> None:
+    """Raise ``OutOfMemoryError`` when ``estimate`` cannot fit in what ``device`` has free now."""
+    free = available_memory(device)
+    if free is None or estimate.total <= free:
+        return
+    raise OutOfMemoryError(
+        f"{what} needs at least {_gib(estimate.total)} of {device.type.upper()} memory"
+        f" (weights {_gib(estimate.weights)}, decoding {_gib(estimate.decode)}); {_gib(free)} is free"
+    )
 
 
-def _rss() -> int | None:
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _meminfo_available() -> int | None:
     try:
-        return _proc_status_kib("VmRSS") * 1024
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_headroom() -> int | None:
+    """``memory.max - memory.current`` of this process's cgroup (v2), if limited."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
     except (OSError, ValueError):
-        pass
-    try:
-        import psutil
-    except ImportError:
         return None
-    return psutil.Process().memory_info().rss
-
-
-def _trim_heap() -> None:
-    """Give freed heap back to the system (glibc), so a block is not hidden by an earlier one's leftovers."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class _RssSampler:
-    def __init__(self, interval: float = 0.001) -> None:
-        import threading
-
-        import psutil
-
-        self._process = psutil.Process()
-        self._peak = self._process.memory_info().rss
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
-        self._thread.start()
-
-    def _run(self, interval: float) -> None:
-        while not self._done.wait(interval):
-            self._peak = max(self._peak, self._process.memory_info().rss)
-
-    def stop(self) -> int:
-        self._done.set()
-        self._thread.join()
-        return max(self._peak, self._process.memory_info().rss)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toonctl.errors import OptionError
+from toonctl.fieldtypes import check_field_types
 
 if TYPE_CHECKING:
     import torch
@@ -46,6 +47,7 @@ class InterpolateSettings:
     quality: int | None = None  # mp4/webm crf; None: the writer's default
 
     def __post_init__(self) -> None:
+        check_field_types(self, prefix="")  # "inbetweens: seven" in a shot.yaml: a message naming the setting
         checks = [  # (ok, message starting with the field's name)
             (
                 type(self.seed) is int and 0 <= self.seed <= MAX_SEED,
@@ -59,6 +61,8 @@ class InterpolateSettings:
             (self.inbetweens is None or self.inbetweens >= 0, f"inbetweens must be >= 0, got {self.inbetweens}"),
             (self.fps > 0, f"fps must be > 0, got {self.fps}"),
             (self.fit in FIT_MODES, f"fit must be one of {', '.join(FIT_MODES)}, got {self.fit!r}"),
+            (self.quality is None or 0 <= self.quality <= 51, f"quality must be in 0..51, got {self.quality}"),
+            (self.size is None or len(self.size) == 2, f"size must be HEIGHTxWIDTH, got {self.size!r}"),
         ]
         for ok, message in checks:
             if not ok:

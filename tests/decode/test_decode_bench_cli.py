@@ -159,7 +159,7 @@ def test_interpolate_takes_a_decoder(tmp_path):
 def test_peak_memory_sees_a_freed_allocation(probe, monkeypatch):
     import time
 
-    import toonctl.memory as bench
+    import toonctl.peak_memory as bench
 
     if probe == "hwm" and bench._cpu_probe() != "hwm":
         pytest.skip("no resettable peak RSS here (not Linux, or /proc/self/clear_refs is read-only)")

@@ -16,15 +16,18 @@ def find_model(options: LoadOptions):
     return resolve_weights(options.weights, options.config)
 
 
-def load_pipeline(out: Output, options: LoadOptions, model: tuple):
+def load_pipeline(out: Output, options: LoadOptions, model: tuple, *, frame_size: tuple[int, int] | None = None):
     """The interpolation pipeline of ``model`` (from ``find_model``) loaded as ``options`` say; bad option
-    values are usage errors (exit 2), reported before anything is loaded."""
+    values are usage errors (exit 2), reported before anything is loaded. ``frame_size`` (H, W): refuse a run
+    that cannot fit in memory before loading (``pipelines.loading.check_fits``)."""
     from toonctl.pipelines.interpolate import InterpolationPipeline
-    from toonctl.pipelines.loading import plan_load
+    from toonctl.pipelines.loading import check_fits, plan_load
 
     plan = plan_load(options, *model)
     for note in plan.notes:
         out.warn(note)
+    if frame_size is not None:
+        check_fits(plan, frame_size)
     out.info(plan.describe())
     return InterpolationPipeline.from_checkpoint(*model, options=options)
 

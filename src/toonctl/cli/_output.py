@@ -42,12 +42,14 @@ class Output:
     def warn(self, message: str) -> None:
         self.err.print(f"[yellow]Warning:[/] {message}")
 
-    def result(self, message: str, **fields: Any) -> None:
-        """The command's result: ``✓ message`` or, with --json, ``{"message": ..., **fields}``."""
+    def result(self, message: str, *, ok: bool | None = None, **fields: Any) -> None:
+        """The command's result: ``✓ message`` (``✗`` when ``ok`` is False, e.g. a batch with failed shots) or,
+        with --json, ``{"message": ..., **fields}`` (with ``"ok"`` when given)."""
         if self.json_mode:
-            print(json.dumps({"message": message, **fields}, default=str), flush=True)
+            extra = {} if ok is None else {"ok": ok}
+            print(json.dumps({"message": message, **extra, **fields}, default=str), flush=True)
         else:
-            print(f"✓ {message}", flush=True)
+            print(f"{'✗' if ok is False else '✓'} {message}", flush=True)
 
     def record(self, **fields: Any) -> None:
         """A JSON line for scripts (--json only): one per shot or per item."""

@@ -58,12 +58,26 @@ app.add_typer(weights_app, name="weights")
 
 
 def main() -> None:
+    _terminate_like_ctrl_c()
     try:
         app()
     except SystemExit as exit_:
         if exit_.code == EXIT_INTERRUPTED:
             _exit_interrupted()
         raise
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (``kill``, a job scheduler, ``timeout``) takes the Ctrl-C path: temporaries are removed, exit 130."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (embedded use): leave the default
+        pass
 
 
 def _exit_interrupted() -> None:

@@ -68,6 +68,7 @@ def batch(
     from toonctl.batch import discover_shots, prepare_batch_shot, remove_stale_partials, with_sketch_encoder
     from toonctl.distributed import ProcessGroup, process_info, shard
     from toonctl.errors import OutputError
+    from toonctl.io.atomic import check_writable
     from toonctl.pipelines.loading import plan_load
     from toonctl.render import render_shot
 
@@ -77,13 +78,14 @@ def batch(
     out = Output(json_mode=json_out, quiet=quiet or not info.is_main)
     base = opt.settings_from_options(locals())
     options = opt.load_options(locals())
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
     shots = discover_shots(shots_dir, out_dir, base, "/" if fmt == "png" else f".{fmt}")
     if not shots:
         raise OutputError(f"no shot folders in {shots_dir}", hint="each subfolder of SHOTS is one shot")
+    try:  # only once SHOTS is known to hold shots
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    check_writable(out_dir / "shot", folder=out_dir)
     group = ProcessGroup(info)
     if info.is_main:
         for stale in remove_stale_partials(out_dir):
@@ -108,7 +110,7 @@ def batch(
             try:
                 prepared, producer = prepare_batch_shot(shot, model[1], sketch_error)
                 if pipe is None:
-                    pipe = load_pipeline(out, options, model)
+                    pipe = load_pipeline(out, options, model, frame_size=prepared.size)
                 with render_progress(out, shot.name, shot.settings.steps) as hooks:
                     result = render_shot(pipe, prepared, shot.settings, producer, hooks)
                 rows.append({**row, "status": "done", "frames": result.frames, "seconds": round(result.seconds, 3)})
@@ -147,4 +149,4 @@ def _summary(out: Output, rows: list[dict]) -> None:
             )  # fmt: skip
         out.err.print(table)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    out.result(f"batch: {summary}", summary=True, **counts)
+    out.result(f"batch: {summary}", ok=not (counts["failed"] or counts["interrupted"]), summary=True, **counts)

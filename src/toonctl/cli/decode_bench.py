@@ -81,15 +81,15 @@ def decode_bench(
     Each clip is encoded once and decoded by every variant, then compared with the input and the full decode.
     """
     from toonctl.decode_bench import TABLE_WIDTH, parse_stages, read_clips, run_bench
-    from toonctl.errors import OutputError
+    from toonctl.io.atomic import check_writable
     from toonctl.presets import FIT_MODES, LoadOptions
 
     if json_out and csv_out:
         raise typer.BadParameter("choose one of --json and --csv", param_hint="--csv")
     if fit not in FIT_MODES:
         raise typer.BadParameter(f"choose one of {', '.join(FIT_MODES)}", param_hint="--fit")
-    if report is not None and not report.parent.is_dir():
-        raise OutputError(f"cannot write {report}: no folder {report.parent}")
+    if report is not None:
+        check_writable(report)  # before the (long) run: the folder exists and takes a new file
     stages = parse_stages(decoders)
     out = Output(quiet=quiet or json_out or csv_out)
     model = find_model(LoadOptions(weights=weights, config=config))

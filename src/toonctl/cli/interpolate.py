@@ -85,7 +85,7 @@ def interpolate(
     shot = prepare_shot(keyframes, output, settings, model[1])
     for note in shot.notes:
         out.warn(note)
-    pipe = load_pipeline(out, options, model)
+    pipe = load_pipeline(out, options, model, frame_size=shot.size)
     with render_progress(out, output.name, settings.steps) as hooks:
         result = render_shot(pipe, shot, settings, ChainFrames(release_encoders=True), hooks)
     h, w = result.size

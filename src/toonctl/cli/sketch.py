@@ -164,7 +164,7 @@ def sketch_interp(
         out.warn(note)
     for note in loaded.notes:
         out.info(note)
-    pipe = load_pipeline(out, options, model)
+    pipe = load_pipeline(out, options, model, frame_size=shot.size)
     guidance = SketchGuidance(loaded.hints, scale=control_scale, dense=dense, context=sketch_context)
     with render_progress(out, output.name, settings.steps) as hooks:
         result = render_shot(pipe, shot, settings, ChainFrames(sketches=guidance), hooks)
@@ -272,7 +272,7 @@ def colorize(
     missing = [i for i in range(num_frames) if i not in paths]
     if missing:
         out.warn(f"no sketch for frames {frame_ranges(missing)}: they get no control")
-    pipe = load_pipeline(out, options, model)
+    pipe = load_pipeline(out, options, model, frame_size=shot.size)
     guidance = SketchGuidance(loaded.hints, scale=control_scale, dense=dense, context=sketch_context)
     producer = ColorizeFrames(num_frames, len(references), guidance, window=window)
     with render_progress(out, output.name, settings.steps) as hooks:

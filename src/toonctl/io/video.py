@@ -422,12 +422,26 @@ def _read_video(path: Path) -> tuple[np.ndarray, float | None]:
         width, height = meta["size"]
         frames = [np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader]
     except (OSError, RuntimeError, StopIteration) as exc:
-        raise InputImageError(f"cannot read {path}: not a video ffmpeg can decode ({exc})") from exc
+        # One line: ffmpeg's ~25-line banner stays in the chained exception (TOONCTL_DEBUG=1 shows it).
+        raise InputImageError(f"cannot read {path}: not a video ffmpeg can decode ({ffmpeg_summary(exc)})") from exc
     finally:
         reader.close()  # stops ffmpeg and closes its pipes
     if not frames:
         raise InputImageError(f"cannot read {path}: the video has no frames")
     return np.stack(frames), float(meta["fps"]) if meta.get("fps") else None
+
+
+_FFMPEG_PROBLEMS = ("partial file", "moov atom not found", "Invalid data", "Error", "error", "not found", "Invalid")
+
+
+def ffmpeg_summary(exc: BaseException) -> str:
+    """The telling line of an ffmpeg failure (e.g. "partial file", "moov atom not found"), without the banner."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for needle in _FFMPEG_PROBLEMS:
+        hits = [line for line in lines[1:] if needle in line]
+        if hits:
+            return re.sub(r"^\[[^\]]*\]\s*", "", hits[0])[:200]  # drop the "[in#0/mov,... @ 0x..]" prefix
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _read_animation(path: Path) -> tuple[np.ndarray, float | None]:

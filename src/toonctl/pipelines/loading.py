@@ -114,6 +114,27 @@ def plan_load(
     )  # fmt: skip
 
 
+def check_fits(plan: LoadPlan, frame_size: tuple[int, int]) -> None:
+    """Refuse a run of ``frame_size`` (H, W) frames that cannot fit in memory, before anything is loaded.
+
+    ``toonctl.memory``'s lower bound (weights + the full-resolution decode) against the free memory of
+    ``plan.device``; a device map spreads the model over devices and is not estimated.
+
+    Raises:
+        OutOfMemoryError: it needs more than is free (the message says how much, the hint what to change).
+    """
+    from toonctl.memory import check_memory, estimate_memory
+
+    if plan.device_map:
+        return
+    estimate = estimate_memory(
+        plan.checkpoint, plan.config.vae.ch, frame_size, plan.config.unet.temporal_length,
+        device_type=plan.device.type, dtype_bytes=(plan.dtype or torch.float32).itemsize, offload=plan.offload,
+        decode_frames=getattr(plan.decoder, "chunk", None),
+    )  # fmt: skip
+    check_memory(estimate, plan.device, what=f"a {frame_size[0]}x{frame_size[1]} (HxW) run")
+
+
 def _checked(option: str, resolve: Callable[[], object]):
     """``resolve()``, its ``ValueError`` reported as a bad value of ``option``."""
     try:

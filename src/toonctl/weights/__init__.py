@@ -10,7 +10,7 @@ not import torch (the CLI reads its constants for ``--help``); the functions tha
 called.
 """
 
-from toonctl.weights.fetch import fetch
+from toonctl.weights.fetch import fetch, remove_stale_lock
 from toonctl.weights.files import (
     CHECKPOINT_SUFFIXES,
     DEFAULT_WEIGHTS_DIR,
@@ -24,6 +24,8 @@ from toonctl.weights.files import (
     ByteProgress,
     ComponentProgress,
     OfficialFile,
+    check_dest,
+    check_model_name,
     human_size,
     weights_dir,
 )
@@ -42,9 +44,9 @@ from toonctl.weights.resolve import config_for, find_weights, find_weights_file,
 
 __all__ = [
     "CHECKPOINT_SUFFIXES", "DEFAULT_WEIGHTS_DIR", "EXTRACTOR_FILES", "HF_REPO", "MISSING_CLIP", "MODEL_FILES",
-    "OFFICIAL_FILES", "SIZE_TOLERANCE", "SKETCH_FILES", "WEIGHTS_ENV", "ByteProgress", "ComponentProgress",
-    "OfficialFile", "VerifyReport", "WeightsEntry", "checkpoint_layout", "clip_renames", "config_for",
-    "default_name", "fetch", "file_complete", "find_weights", "find_weights_file", "hub_sha256", "human_size",
-    "import_checkpoint", "list_weights", "load_weights", "resolve_weights", "sha256_file", "sketch_file_kind",
-    "verify", "weights_dir",
+    "OFFICIAL_FILES", "SIZE_TOLERANCE", "SKETCH_FILES", "WEIGHTS_ENV", "ByteProgress", "check_dest",
+    "check_model_name", "checkpoint_layout", "clip_renames", "ComponentProgress", "config_for", "default_name",
+    "fetch", "file_complete", "find_weights", "find_weights_file", "hub_sha256", "human_size", "import_checkpoint",
+    "list_weights", "load_weights", "OfficialFile", "remove_stale_lock", "resolve_weights", "sha256_file",
+    "sketch_file_kind", "verify", "VerifyReport", "weights_dir", "WeightsEntry",
 ]  # fmt: skip

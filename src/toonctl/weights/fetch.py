@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from toonctl.errors import ToonctlError, WeightsNotFoundError
-from toonctl.weights.files import HF_REPO, OFFICIAL_FILES, weights_dir
+from toonctl.weights.files import HF_REPO, OFFICIAL_FILES, check_dest, weights_dir
 
 
 def fetch(
@@ -44,6 +45,7 @@ def fetch(
     if unknown:
         raise ToonctlError(f"unknown file(s) {', '.join(unknown)}; the repository has {', '.join(OFFICIAL_FILES)}")
     dest = Path(dest) if dest is not None else weights_dir()
+    check_dest(dest)
     dest.mkdir(parents=True, exist_ok=True)
     silence = not progress and not are_progress_bars_disabled()
     if silence:
@@ -63,6 +65,26 @@ def fetch(
     finally:
         if silence:
             enable_progress_bars()
+        for name in names:
+            remove_stale_lock(dest / ".cache" / "huggingface" / "download" / f"{name}.lock")
+
+
+def remove_stale_lock(lock: Path) -> None:
+    """Delete a download's lock file once no process holds it (huggingface_hub's filelock leaves it behind,
+    also after a failed download). A lock another process holds is left alone."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.unlink(missing_ok=True)
+    except OSError:
+        pass  # held by another download: theirs to remove
+    finally:
+        os.close(fd)
 
 
 def _download_error(exc: Exception, name: str, repo_id: str, dest: Path) -> ToonctlError | None:

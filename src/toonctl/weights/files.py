@@ -52,3 +52,29 @@ def human_size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
+
+
+def check_model_name(name: str) -> None:
+    """A converted model's name is one plain folder name: no path separators, not ``.``/``..``, not hidden.
+
+    Raises:
+        UsageError: otherwise (``--name ../../x`` or an absolute name would write outside the weights folder).
+    """
+    from toonctl.errors import UsageError
+
+    if not name or name in (".", "..") or "/" in name or os.sep in name or name.startswith(".") or "\0" in name:
+        raise UsageError(
+            f"invalid model name {name!r}: give a plain folder name (no /, not starting with a dot)",
+            hint="the converted model is created inside --dest; choose the folder with --dest",
+        )
+
+
+def check_dest(dest: Path) -> None:
+    """``dest`` is a folder that takes new files, or does not exist yet (it will be created)."""
+    from toonctl.errors import OutputError
+    from toonctl.io.atomic import check_writable
+
+    if dest.exists() and not dest.is_dir():
+        raise OutputError(f"cannot write into {dest}: it is a file, not a folder", hint="--dest takes a folder")
+    if dest.is_dir():
+        check_writable(dest / "model", folder=dest)

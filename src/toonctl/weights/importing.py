@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from toonctl.dtypes import DTYPE_NAMES, torch_dtype
 from toonctl.errors import CheckpointError, OptionError
-from toonctl.weights.files import ComponentProgress, weights_dir
+from toonctl.weights.files import ComponentProgress, check_dest, check_model_name, weights_dir
 from toonctl.weights.resolve import config_for
 
 if TYPE_CHECKING:
@@ -137,6 +137,10 @@ def import_checkpoint(
     if is_converted_dir(path):
         raise CheckpointError(f"{path} is already a converted model", hint="use it directly: --weights PATH")
     torch_dtype = _torch_dtype(dtype)
+    dest = Path(dest) if dest is not None else weights_dir()
+    if name is not None:
+        check_model_name(name)
+    check_dest(dest)  # before reading gigabytes: the folder can take the result
     config = config_for(path, config)
     state_dict = read_state_dict(path)
     if checkpoint_layout(state_dict) == "pruned":
@@ -147,7 +151,6 @@ def import_checkpoint(
         clip_dict = read_state_dict(clip)
         source.add(clip_dict, clip_renames(clip_dict, Path(clip)))
         state_dict = source
-    dest = Path(dest) if dest is not None else weights_dir()
     out = dest / (name or default_name(path, config, _dtype_label(dtype)))
     return save_components(state_dict, config, out, dtype=torch_dtype, overwrite=overwrite, progress=progress)
 

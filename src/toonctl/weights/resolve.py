@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toonctl.errors import WeightsNotFoundError
+from toonctl.errors import CheckpointError, ConfigError, ToonctlError, WeightsNotFoundError
 from toonctl.weights.files import HF_REPO, WEIGHTS_ENV, weights_dir
 
 if TYPE_CHECKING:
@@ -133,7 +135,9 @@ def resolve_weights(
 
     if weights is not None:
         weights = Path(weights)
-        if weights.is_file() or is_converted_dir(weights):
+        if weights.is_file():
+            return weights, _checked_file_config(weights, config)
+        if is_converted_dir(weights):
             return weights, config_for(weights, config)
         if not weights.is_dir():
             raise WeightsNotFoundError(f"--weights {weights} does not exist")
@@ -142,11 +146,83 @@ def resolve_weights(
         folder = weights_dir()
         origin = f"${WEIGHTS_ENV}" if os.environ.get(WEIGHTS_ENV) else "the default weights folder"
     found, looked = find_weights(folder)
+    if found is None and (folder / "config.json").is_file():
+        from toonctl.convert.components import read_converted_config
+
+        read_converted_config(folder)  # a converted model with a broken config.json: say what is wrong with it
     if found is None:
-        places = "\n".join(f"  {p}" for p in looked)
+        skipped = _broken_converted(folder)
+        places = "\n".join([*(f"  {p}" for p in looked), *(f"  skipped {p}" for p in skipped)])
         raise WeightsNotFoundError(
             f"no model weights found in {folder} ({origin}); looked for:\n{places}",
             hint=f"run `toonctl weights fetch --dest {folder}` (downloads {HF_REPO} model.ckpt, 10.5 GB), "
             "`toonctl weights import FILE`, or pass --weights PATH",
         )
-    return found, config_for(found, config)
+    return found, (_checked_file_config(found, config) if found.is_file() else config_for(found, config))
+
+
+def _broken_converted(folder: Path) -> list[str]:
+    """Sub-folders of ``folder`` with a ``config.json`` that cannot be read as a converted model's, and why."""
+    from toonctl.convert.components import read_converted_config
+
+    broken = []
+    for sub in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if (sub / "config.json").is_file():
+            try:
+                read_converted_config(sub)
+            except ToonctlError as exc:
+                broken.append(f"{sub}: {exc}")
+    return broken
+
+
+_NOT_CHECKPOINTS = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"RIFF": "a RIFF file (WebP/AVI/WAV)",
+}
+
+
+def _checked_file_config(path: Path, config: str | Path | None) -> ToonCrafterConfig:
+    """``config_for(path, config)`` after two cheap checks, so that a wrong file is named as such before any
+    input is checked against an architecture it does not have.
+
+    * the file is not an image (``--weights key.png``);
+    * without a config (none given, none beside the file), a safetensors file's UNet input convolution must
+      have the released model's shape: a tiny or custom model without its config is refused here, not later
+      with a size error computed from the wrong architecture.
+    """
+    with open(path, "rb") as f:
+        head = f.read(16)
+    for magic, what in _NOT_CHECKPOINTS.items():
+        if head.startswith(magic):
+            raise CheckpointError(
+                f"{path} is not a checkpoint: it is {what}",
+                hint="--weights takes a model.ckpt, a .safetensors file or a converted folder",
+            )
+    is_safetensors = len(head) >= 9 and head[8:9] == b"{"  # other unknown bytes: the loader names the problem
+    resolved = config_for(path, config)
+    sibling = any((path.parent / name).is_file() for name in ("config.yaml", "config.json"))
+    if config is None and not sibling and is_safetensors:
+        shape = _safetensors_shape(path, "model.diffusion_model.input_blocks.0.0.weight")
+        expected = resolved.unet.model_channels
+        if shape is not None and shape[0] != expected:
+            raise ConfigError(
+                f"{path} is not the released ToonCrafter-512 architecture (its UNet has {shape[0]} base channels,"
+                f" the 512 model {expected}) and no config.yaml is beside it",
+                hint="pass --config with the model's config.yaml, or put it next to the checkpoint",
+            )
+    return resolved
+
+
+def _safetensors_shape(path: Path, key: str) -> list[int] | None:
+    """The shape of ``key`` from a safetensors header (None if absent or unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > 100_000_000:
+                return None
+            header = json.loads(f.read(header_len))
+        return list(header[key]["shape"]) if key in header else None
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
