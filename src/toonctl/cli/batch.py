@@ -66,7 +66,7 @@ def batch(
     from dataclasses import replace
 
     from toonctl.batch import discover_shots, prepare_batch_shot, remove_stale_partials, with_sketch_encoder
-    from toonctl.distributed import ProcessGroup, process_info, shard
+    from toonctl.distributed import ProcessGroup, process_info
     from toonctl.errors import OutputError
     from toonctl.io.atomic import check_writable
     from toonctl.pipelines.loading import plan_load
@@ -94,7 +94,7 @@ def batch(
     options = replace(options, device=info.device(options.device))
 
     model = find_model(options)
-    mine = shard(shots, info)
+    mine = group.split(shots)
     to_render = [s for s in mine if not s.error and (force or not s.done)]
     options, sketch_error = with_sketch_encoder(options, to_render, model[0])
     plan_load(options, *model)  # bad model options are usage errors, not a failure of every shot
