@@ -38,7 +38,8 @@ class InterpolateSettings:
     guidance_rescale: float = 0.7
     eta: float = 1.0
     frame_stride: int = 10  # the fs condition: smaller means larger motion
-    inbetweens: int | None = None  # per segment; None keeps all the model makes (14)
+    inbetweens: int | None = None  # per segment; None keeps all the model makes (num_frames - 2)
+    num_frames: int | None = None  # frames per segment, both keys included (4..16); None: the model's (16)
     fps: float = 8.0  # the official output frame rate
     size: tuple[int, int] | None = None  # (H, W); None: chosen from the key frames (native 320x512)
     fit: str = "crop"
@@ -59,6 +60,11 @@ class InterpolateSettings:
             (self.eta >= 0, f"eta must be >= 0, got {self.eta}"),
             (self.frame_stride >= 1, f"frame_stride must be >= 1, got {self.frame_stride}"),
             (self.inbetweens is None or self.inbetweens >= 0, f"inbetweens must be >= 0, got {self.inbetweens}"),
+            (self.num_frames is None or self.num_frames >= 4, f"num_frames must be >= 4, got {self.num_frames}"),
+            (
+                None in (self.num_frames, self.inbetweens) or self.inbetweens <= self.num_frames - 2,
+                f"inbetweens must be at most num_frames - 2 = {(self.num_frames or 2) - 2}, got {self.inbetweens}",
+            ),
             (self.fps > 0, f"fps must be > 0, got {self.fps}"),
             (self.fit in FIT_MODES, f"fit must be one of {', '.join(FIT_MODES)}, got {self.fit!r}"),
             (self.quality is None or 0 <= self.quality <= 51, f"quality must be in 0..51, got {self.quality}"),

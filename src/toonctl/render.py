@@ -162,7 +162,9 @@ class ChainFrames:
         from toonctl.pipelines.sketch import sketch_interp
 
         chain = chain_settings(settings, release_encoders=self.release_encoders)
-        common = dict(generator=run.generator, on_segment=run.on_segment, **run.pipeline_kwargs)
+        common = dict(
+            generator=run.generator, on_segment=run.on_segment, num_frames=settings.num_frames, **run.pipeline_kwargs
+        )
         if self.sketches is None:
             frames = interpolate_chain(pipe, shot.keyframes, settings.prompt, chain, **common)
         else:
@@ -226,7 +228,8 @@ def chain_output_frames(num_keys: int, settings: InterpolateSettings, config: To
     """How many frames ``ChainFrames`` writes for ``num_keys`` key frames."""
     from toonctl.pipelines.sketch import chain_frame_map
 
-    return len(chain_frame_map(num_keys, config.unet.temporal_length, chain_settings(settings)))
+    num_generated = settings.num_frames or config.unet.temporal_length
+    return len(chain_frame_map(num_keys, num_generated, chain_settings(settings)))
 
 
 def check_sketch_indices(paths: Mapping[int, object], count: int) -> None:

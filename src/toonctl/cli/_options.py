@@ -82,6 +82,14 @@ InbetweensOpt = Annotated[
         rich_help_panel=OUTPUT,
     ),
 ]  # fmt: skip
+NumFramesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--num-frames", min=4, max=16,
+        help="Frames each segment generates, both keys included (4-16; fewer is faster). Default: the model's 16.",
+        rich_help_panel=GENERATION, show_default=False,
+    ),
+]  # fmt: skip
 FpsOpt = Annotated[float, typer.Option("--fps", min=0.1, max=240.0, help="Output frame rate.", rich_help_panel=OUTPUT)]
 SizeOpt = Annotated[
     str | None,

@@ -39,6 +39,7 @@ def batch(
     eta: opt.EtaOpt = opt.D.eta,
     frame_stride: opt.FrameStrideOpt = opt.D.frame_stride,
     inbetweens: opt.InbetweensOpt = opt.D.inbetweens,
+    num_frames: opt.NumFramesOpt = opt.D.num_frames,
     fps: opt.FpsOpt = opt.D.fps,
     size: opt.SizeOpt = None,
     fit: opt.FitOpt = opt.D.fit,

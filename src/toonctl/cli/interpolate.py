@@ -47,6 +47,7 @@ def interpolate(
     eta: opt.EtaOpt = opt.D.eta,
     frame_stride: opt.FrameStrideOpt = opt.D.frame_stride,
     inbetweens: opt.InbetweensOpt = opt.D.inbetweens,
+    num_frames: opt.NumFramesOpt = opt.D.num_frames,
     fps: opt.FpsOpt = opt.D.fps,
     size: opt.SizeOpt = None,
     fit: opt.FitOpt = opt.D.fit,
@@ -70,7 +71,8 @@ def interpolate(
 ) -> None:
     """Generate the in-between frames of a chain of key frames.
 
-    N key frames give N-1 segments of 16 model frames each, joined without repeating the shared keys.
+    N key frames give N-1 segments of 16 model frames each (--num-frames), joined without repeating the shared
+    keys.
     """
     from toonctl.io.video import output_complete
     from toonctl.render import ChainFrames, prepare_shot, render_shot

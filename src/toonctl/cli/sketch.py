@@ -112,6 +112,7 @@ def sketch_interp(
     eta: opt.EtaOpt = opt.D.eta,
     frame_stride: opt.FrameStrideOpt = opt.D.frame_stride,
     inbetweens: opt.InbetweensOpt = opt.D.inbetweens,
+    num_frames: opt.NumFramesOpt = opt.D.num_frames,
     fps: opt.FpsOpt = opt.D.fps,
     size: opt.SizeOpt = None,
     fit: opt.FitOpt = opt.D.fit,
@@ -330,48 +331,26 @@ def sketch(
 
     Frames come out numbered from 0 in the input's order, so an output folder works as --sketches DIR.
     """
-    import time
-
-    import numpy as np
-    import torch
-
-    from toonctl.device import resolve_device, resolve_dtype
-    from toonctl.io.sketches import check_line_art_output, line_art_to_uint8, read_media, write_line_art
-    from toonctl.models.sketch_extractor import load_sketch_extractor
-    from toonctl.pipelines.sketch import extract_line_art
-    from toonctl.weights import EXTRACTOR_FILES, find_weights_file
+    from toonctl.line_art import extract_line_art_files
 
     out = Output(json_mode=json_out, quiet=quiet)
-    try:
-        torch_device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, torch_device)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    frames, source_fps, kind = read_media(source)
-    check_line_art_output(output, frames.shape[0])
-    path = find_weights_file(extractor, EXTRACTOR_FILES, option="--extractor")
-    out.info(f"Loading {path} on {torch_device} ({str(torch_dtype).removeprefix('torch.')})")
-    net = load_sketch_extractor(path, device=torch_device, dtype=torch_dtype)
-    multiple = net.config.size_multiple
-    if load_size % multiple:
-        raise typer.BadParameter(f"must be a multiple of {multiple}, got {load_size}", param_hint="--load-size")
-    started = time.monotonic()
-    arts = []
     with out.progress() as progress:
-        task = None if progress is None else progress.add_task(f"{output.name}: line art", total=frames.shape[0])
-        for begin in range(0, frames.shape[0], 4):
-            chunk = torch.from_numpy(np.array(frames[begin : begin + 4])).permute(0, 3, 1, 2)  # (N, 3, H, W)
-            art = extract_line_art(net, chunk.float().div(127.5).sub(1), load_size=load_size)
-            arts.append(line_art_to_uint8(art))
+        task = None if progress is None else progress.add_task(f"{output.name}: line art", total=None)
+
+        def advance(done: int, total: int) -> None:
             if progress is not None:
-                progress.update(task, completed=begin + chunk.shape[0])
-    rate = fps or source_fps or 8.0
-    written = write_line_art(np.concatenate(arts), output, fps=rate, quality=quality)
-    seconds = time.monotonic() - started
-    count, (h, w) = frames.shape[0], frames.shape[1:3]
+                progress.update(task, completed=done, total=total)
+
+        result = extract_line_art_files(
+            source, output, extractor=extractor, device=device, dtype=dtype, load_size=load_size, fps=fps,
+            quality=quality, log=out.info, progress=advance,
+        )  # fmt: skip
+    count, (h, w) = result.frames, result.size
     out.result(
-        f"wrote {written} ({count} frame{'s' if count > 1 else ''} of line art, {h}×{w}, {seconds:.1f} s)",
-        output=str(written), frames=count, height=h, width=w, input=kind, seconds=round(seconds, 3),
+        f"wrote {result.output} ({count} frame{'s' if count > 1 else ''} of line art, {h}×{w}, "
+        f"{result.seconds:.1f} s)",
+        output=str(result.output), frames=count, height=h, width=w, input=result.input_kind,
+        seconds=round(result.seconds, 3),
     )  # fmt: skip
 
 
