@@ -67,7 +67,7 @@ def pipe():
 
 def _keys() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
-    return torch.rand(3, 64, 64, generator=g) * 2 - 1, torch.rand(3, 64, 64, generator=g) * 2 - 1
+    return torch.rand(3, 32, 32, generator=g) * 2 - 1, torch.rand(3, 32, 32, generator=g) * 2 - 1
 
 
 @pytest.mark.parametrize("steps", [7, 11, 20])
@@ -99,6 +99,6 @@ def test_nan_in_an_encoder_or_the_decode_names_the_stage(pipe, monkeypatch):
         with pytest.raises(NonFiniteError, match="after text encoding"):
             pipe(start, end, **run)
     with monkeypatch.context() as m:
-        m.setattr(pipe, "decode_latents", lambda latents, ref, **kw: torch.full((1, 3, 4, 64, 64), float("inf")))
+        m.setattr(pipe, "decode_latents", lambda latents, ref, **kw: torch.full((1, 3, 4, 32, 32), float("inf")))
         with pytest.raises(NonFiniteError, match="after decoding the frames"):
             pipe(start, end, **run)

@@ -72,6 +72,11 @@ def _load_error(path: Path, exc: Exception) -> CheckpointError:
             " toonctl loads tensors only and never runs code from a checkpoint",
             hint="save just the model's state_dict (tensors) with the tool that made it, or use a .safetensors file",
         )
+    if "legacy .tar format" in text:  # torch's guess for bytes it does not recognise (also a file of zeros)
+        return CheckpointError(
+            f"cannot read {path}: it is truncated, corrupt or not a PyTorch checkpoint (unrecognised format)",
+            hint="re-download it (toonctl weights fetch) or check the path",
+        )
     if "WeightsUnpickler" in text:  # e.g. "Unsupported operand 149": a plain pickle.dump, not torch.save
         return CheckpointError(
             f"cannot read {path}: not a tensors-only PyTorch checkpoint ({_load_failure(exc)})",
