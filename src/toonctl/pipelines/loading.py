@@ -86,9 +86,12 @@ def plan_load(
     from toonctl.weights import config_for, resolve_weights
 
     device = _checked("device", lambda: resolve_device(options.device))
-    autocast = torch.float16 if options.dtype == "autocast" else None
-    dtype = torch.float32 if autocast is not None else options.dtype
-    if dtype is not None:
+    autocast = torch.float16 if options.dtype == "autocast" else None  # fp32 weights under fp16 autocast
+    if autocast is not None:
+        dtype = torch.float32
+    elif options.dtype is None:
+        dtype = None  # as stored
+    else:
         dtype = _checked("dtype", lambda: resolve_dtype(options.dtype, device))
     decoder = _checked("decoder", lambda: parse_decoder(options.decoder))
     if options.offload not in OFFLOAD_MODES:
