@@ -53,7 +53,7 @@ def test_every_help_screen_is_tidy():
     root = typer.main.get_command(app)
     commands = [[]] + [[name] for name in root.commands]
     commands += [["weights", name] for name in root.commands["weights"].commands]
-    assert len(commands) == 1 + 7 + 5
+    assert len(commands) >= 1 + 7 + 5  # more as commands are added (eval, ...)
     for command in commands:
         result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0, (command, result.output)

@@ -1,10 +1,11 @@
 """Reading checkpoint files and loading them, strictly, into modules built on the meta device.
 
-Knows files and keys, not architectures: ``read_state_dict`` opens ``torch.save`` files (tensors only,
-``weights_only=True``, memory-mapped) and safetensors (one tensor at a time); ``check_modules`` compares a
-module's keys and shapes with a file's without reading tensor data; ``load_module`` assigns each tensor straight
-to its device and dtype, so the weights are never held twice. The converters (``toonctl.convert``) and the
-loaders of the sketch networks (``models/sketch_*.py``) build on it.
+Knows files and keys (the official checkpoint's key prefixes included), not architectures:
+``read_state_dict`` opens ``torch.save`` files (tensors only, ``weights_only=True``, memory-mapped) and
+safetensors (one tensor at a time); ``check_modules`` compares a module's keys and shapes with a file's without
+reading tensor data; ``load_module`` assigns each tensor straight to its device and dtype, so the weights are
+never held twice. The converters (``toonctl.convert``) and the loaders of the sketch and CLIP-scoring networks
+(``models/``) build on it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from torch import nn
 
 from toonctl.errors import CheckpointError, CheckpointMismatchError
 
+# Where each network sits in the official checkpoint (``LatentVisualDiffusion.state_dict()``).
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+TEXT_PREFIX = "cond_stage_model.model."
+IMAGE_EMBEDDER_PREFIX = "embedder.model."
+IMAGE_PROJ_PREFIX = "image_proj_model."
+
 
 class _SafetensorsDict(Mapping):
     """A read-on-demand view of a safetensors file (one tensor in memory at a time)."""
@@ -27,6 +35,7 @@ class _SafetensorsDict(Mapping):
 
         self._file = safe_open(str(path), framework="pt", device="cpu")
         self._keys = list(self._file.keys())
+        self._key_set = set(self._keys)
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._file.get_tensor(key)
@@ -36,6 +45,9 @@ class _SafetensorsDict(Mapping):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:  # Mapping's default reads the tensor and expects a KeyError
+        return key in self._key_set
 
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._file.get_slice(key).get_shape())

@@ -109,3 +109,7 @@ class NonFiniteError(ToonctlError):
         "try --dtype fp32 (half precision can overflow), another --steps or --seed; "
         "TOONCTL_DEBUG=1 shows where it happened"
     )
+
+
+class DataError(ToonctlError):
+    """A dataset, manifest or clip is missing, unreadable or unusable."""

@@ -11,6 +11,7 @@ import typer
 from toonctl import __version__
 from toonctl.cli import batch as batch_cmd
 from toonctl.cli import decode_bench as decode_bench_cmd
+from toonctl.cli import eval as eval_cmd
 from toonctl.cli import interpolate as interpolate_cmd
 from toonctl.cli import sketch as sketch_cmd
 from toonctl.cli._errors import EXIT_INTERRUPTED
@@ -51,6 +52,7 @@ COMMANDS = [  # (name, function, examples); None: the function's name
     ("sketch-interp", sketch_cmd.sketch_interp, sketch_cmd.SKETCH_INTERP_EXAMPLES),
     (None, sketch_cmd.colorize, sketch_cmd.COLORIZE_EXAMPLES),
     (None, sketch_cmd.sketch, sketch_cmd.SKETCH_EXAMPLES),
+    ("eval", eval_cmd.evaluate, eval_cmd.EXAMPLES),
 ]
 for name, function, examples in COMMANDS:
     app.command(name, cls=Command, epilog=examples_epilog(examples))(function)

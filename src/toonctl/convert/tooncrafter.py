@@ -22,6 +22,11 @@ import torch
 from torch import nn
 
 from toonctl.checkpoint import (  # noqa: F401  (re-exported: the strict loader's names, for the converters)
+    IMAGE_EMBEDDER_PREFIX,
+    IMAGE_PROJ_PREFIX,
+    TEXT_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
     build_checked,
     check_modules,
     find_mismatches,
@@ -32,12 +37,6 @@ from toonctl.checkpoint import (  # noqa: F401  (re-exported: the strict loader'
 from toonctl.errors import CheckpointMismatchError
 from toonctl.models.configs import ToonCrafterConfig
 from toonctl.presets import MODEL_COMPONENTS
-
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-TEXT_PREFIX = "cond_stage_model.model."
-IMAGE_EMBEDDER_PREFIX = "embedder.model."
-IMAGE_PROJ_PREFIX = "image_proj_model."
 
 # Schedule buffers (no prefix) the sampler reads, and the ones the official model stores but never reads.
 SCHEDULE_KEYS = (
