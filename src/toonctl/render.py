@@ -14,13 +14,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from toonctl.errors import OptionError
 from toonctl.models.configs import ToonCrafterConfig
 from toonctl.presets import InterpolateSettings
+
+if TYPE_CHECKING:
+    from toonctl.pipelines.sketch import SketchGuidance
 
 
 @dataclass
@@ -154,7 +157,7 @@ class ChainFrames:
             sampling (the pipeline cannot encode again after).
     """
 
-    sketches: object | None = None
+    sketches: SketchGuidance | None = None
     release_encoders: bool = False
 
     def __call__(self, pipe, shot: PreparedShot, settings: InterpolateSettings, run: ShotRun):
@@ -188,7 +191,7 @@ class ColorizeFrames:
 
     num_frames: int
     references: int
-    sketches: object
+    sketches: SketchGuidance
     window: int | None = None
 
     def __call__(self, pipe, shot: PreparedShot, settings: InterpolateSettings, run: ShotRun):
@@ -244,7 +247,7 @@ def check_sketch_indices(paths: Mapping[int, object], count: int) -> None:
 
 def shot_sketches(
     sketch_dir: Path, shot: PreparedShot, settings: InterpolateSettings, config: ToonCrafterConfig
-) -> object:
+) -> SketchGuidance:
     """The sketch guidance of a ``batch`` shot whose folder has a ``sketches/`` subfolder: the ``sketch-interp``
     defaults (sparse, scale 0.6, polarity detected, the text context)."""
     from toonctl.io.sketches import list_sketches, load_sketches
