@@ -195,6 +195,8 @@ class InterpolationPipeline:
         modules = {n: getattr(self, n) for n in MODEL_COMPONENTS}
         return {**{n: m for n, m in modules.items() if m is not None}, **self.controls}
 
+    _components = components  # the earlier private name, which training code calls
+
     def release_encoders(self) -> None:
         """Drop the text and image encoders (e.g. once every segment's conditions are computed)."""
         self.placement.forget("text_encoder", "image_encoder", "image_proj")
