@@ -134,6 +134,12 @@ def test_bad_option_values_are_usage_errors(tmp_path, keys, monkeypatch, option,
 # -- outputs -----------------------------------------------------------------------------------------------
 
 
+def test_key_frames_of_different_sizes_are_fitted_with_a_warning(tmp_path, keys, fake_frames):
+    portrait = draw_key(tmp_path / "portrait.png", 10, size=(256, 128))
+    result = invoke("interpolate", keys[0], portrait, "-o", tmp_path / "o.gif", *RUN)
+    assert result.exit_code == 0 and "differ in size" in result.stderr and "Error" not in result.stderr
+
+
 def test_unwritable_output_is_refused_before_loading_and_names_the_users_path(keys):
     stderr = user_error(invoke("interpolate", *keys, "-o", "/proc/o.mp4", *RUN))
     assert "/proc/o.mp4" in stderr and "partial" not in stderr and "Loading" not in stderr
@@ -209,6 +215,24 @@ def test_disk_full_report_and_conversion(tmp_path, monkeypatch):
     stderr = user_error(invoke("weights", "convert", TINY_A / "model.safetensors", "--config", TINY_A / "config.yaml",
                                "--dest", dest, "--name", "tiny"))  # fmt: skip
     assert "no space left" in stderr and not (dest / "tiny").exists() and no_partials(tmp_path)
+
+
+def _mount_tmpfs(mount: Path, options: str) -> None:
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or done.returncode})")
+
+
+def test_read_only_tmpfs(tmp_path, keys):
+    """A read-only file system (root may write anywhere else): refused before loading, naming the user's path."""
+    mount = tmp_path / "ro"
+    _mount_tmpfs(mount, "size=64k,ro")
+    try:
+        stderr = user_error(invoke("interpolate", *keys, "-o", mount / "o.gif", *RUN))
+        assert "read-only file system" in stderr and str(mount / "o.gif") in stderr and "Loading" not in stderr
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
 
 
 @pytest.fixture

@@ -150,4 +150,5 @@ def _summary(out: Output, rows: list[dict]) -> None:
             )  # fmt: skip
         out.err.print(table)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    out.result(f"batch: {summary}", ok=not (counts["failed"] or counts["interrupted"]), summary=True, **counts)
+    mark = "✗" if counts["failed"] or counts["interrupted"] else "✓"
+    out.result(f"batch: {summary}", mark=mark, summary=True, **counts)

@@ -97,8 +97,6 @@ def plan_load(
     if options.offload not in OFFLOAD_MODES:
         raise OptionError(f"choose one of {', '.join(OFFLOAD_MODES)}, got {options.offload!r}", option="offload")
     device_map = _checked("device_map", lambda: parse_device_map(options.device_map))
-    for entry in device_map.values():  # a CUDA entry on a CPU-only machine is refused here
-        _checked("device_map", lambda entry=entry: resolve_device(entry))
     if device_map and options.offload != "none":
         raise OptionError("a device map cannot be combined with offloading", option="device_map")
     note = None if options.attention is None else _checked("attention", lambda: _check_attention(options.attention))

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from toonctl.device import parse_device, release_memory
+from toonctl.device import release_memory, resolve_device
 from toonctl.errors import OptionError
 from toonctl.presets import COMPONENT_NAMES, OFFLOAD_MODES
 
@@ -134,5 +134,5 @@ def parse_device_map(text: str | Mapping[str, str] | None) -> dict[str, str]:
         if name not in COMPONENT_NAMES:
             known = ", ".join(COMPONENT_NAMES)
             raise OptionError(f"unknown component {name!r} in the device map; known: {known}", option="device_map")
-        result[name] = str(parse_device(device))  # the syntax; plan_load refuses devices this machine lacks
+        result[name] = str(resolve_device(device))  # a CUDA entry on a CPU-only machine is refused here
     return result
