@@ -35,7 +35,10 @@ class Shot:
 
     @property
     def done(self) -> bool:
-        return self.output.exists()
+        """A finished output is there (an empty folder is not a finished folder of frames)."""
+        from toonctl.io.video import output_complete
+
+        return output_complete(self.output)
 
 
 def discover_shots(shots_dir: Path, out_dir: Path, base: InterpolateSettings, suffix: str) -> list[Shot]:
@@ -44,7 +47,11 @@ def discover_shots(shots_dir: Path, out_dir: Path, base: InterpolateSettings, su
 
     if not shots_dir.is_dir():
         raise InputImageError(f"shots folder not found: {shots_dir}", hint="SHOTS is a folder of shot folders")
-    folders = sorted((p for p in shots_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+    own_output = out_dir.resolve()  # `batch shots -o shots/out`: the output folder is not a shot
+    folders = sorted(
+        (p for p in shots_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() != own_output),
+        key=natural_key,
+    )
     shots = []
     for folder in folders:
         output = out_dir / f"{folder.name}{suffix}" if suffix != "/" else out_dir / folder.name

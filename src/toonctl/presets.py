@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from toonctl.fieldtypes import check_field_types
+
 FIT_MODES = ("crop", "pad", "resize")  # how key frames of another aspect are fitted (toonctl.io.frames)
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0..2**64-1
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,12 @@ class InterpolateSettings:
     quality: int | None = None  # mp4/webm crf; None: the writer's default
 
     def __post_init__(self) -> None:
+        check_field_types(self, prefix="")  # "inbetweens: seven" in a shot.yaml: a message naming the setting
         checks = [
+            (
+                type(self.seed) is int and 0 <= self.seed <= MAX_SEED,
+                f"seed must be in 0..{MAX_SEED}, got {self.seed!r}",
+            ),
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.guidance_scale > 0, f"guidance_scale must be > 0, got {self.guidance_scale}"),
             (0 <= self.guidance_rescale <= 1, f"guidance_rescale must be in [0, 1], got {self.guidance_rescale}"),
@@ -39,6 +47,8 @@ class InterpolateSettings:
             (self.inbetweens is None or self.inbetweens >= 0, f"inbetweens must be >= 0, got {self.inbetweens}"),
             (self.fps > 0, f"fps must be > 0, got {self.fps}"),
             (self.fit in FIT_MODES, f"fit must be one of {', '.join(FIT_MODES)}, got {self.fit!r}"),
+            (self.quality is None or 0 <= self.quality <= 51, f"quality must be in 0..51, got {self.quality}"),
+            (self.size is None or len(self.size) == 2, f"size must be HEIGHTxWIDTH, got {self.size!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toonctl.errors import CheckpointError, ToonctlError, WeightsNotFoundError
+from toonctl.errors import CheckpointError, ConfigError, OutputError, ToonctlError, UsageError, WeightsNotFoundError
 
 if TYPE_CHECKING:
     import torch
@@ -112,6 +112,7 @@ def fetch(
     if unknown:
         raise ToonctlError(f"unknown file(s) {', '.join(unknown)}; the repository has {', '.join(OFFICIAL_FILES)}")
     dest = Path(dest) if dest is not None else weights_dir()
+    check_dest(dest)
     dest.mkdir(parents=True, exist_ok=True)
     silence = not progress and not are_progress_bars_disabled()
     if silence:
@@ -131,6 +132,26 @@ def fetch(
     finally:
         if silence:
             enable_progress_bars()
+        for name in names:
+            remove_stale_lock(dest / ".cache" / "huggingface" / "download" / f"{name}.lock")
+
+
+def remove_stale_lock(lock: Path) -> None:
+    """Delete a download's lock file once no process holds it (huggingface_hub's filelock leaves it behind,
+    also after a failed download). A lock another process holds is left alone."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.unlink(missing_ok=True)
+    except OSError:
+        pass  # held by another download: theirs to remove
+    finally:
+        os.close(fd)
 
 
 def _download_error(exc: Exception, name: str, repo_id: str, dest: Path) -> ToonctlError | None:
@@ -297,6 +318,10 @@ def import_checkpoint(
     if is_converted_dir(path):
         raise CheckpointError(f"{path} is already a converted model", hint="use it directly: --weights PATH")
     torch_dtype = _torch_dtype(dtype)
+    dest = Path(dest) if dest is not None else weights_dir()
+    if name is not None:
+        check_model_name(name)
+    check_dest(dest)  # before reading gigabytes: the folder can take the result
     config = config_for(path, config)
     state_dict = read_state_dict(path)
     if checkpoint_layout(state_dict) == "pruned":
@@ -307,9 +332,31 @@ def import_checkpoint(
         clip_dict = read_state_dict(clip)
         source.add(clip_dict, clip_renames(clip_dict, Path(clip)))
         state_dict = source
-    dest = Path(dest) if dest is not None else weights_dir()
     out = dest / (name or default_name(path, config, _dtype_label(dtype)))
     return save_components(state_dict, config, out, dtype=torch_dtype, overwrite=overwrite, progress=progress)
+
+
+def check_model_name(name: str) -> None:
+    """A converted model's name is one plain folder name: no path separators, not ``.``/``..``, not hidden.
+
+    Raises:
+        UsageError: otherwise (``--name ../../x`` or an absolute name would write outside the weights folder).
+    """
+    if not name or name in (".", "..") or "/" in name or os.sep in name or name.startswith(".") or "\0" in name:
+        raise UsageError(
+            f"invalid model name {name!r}: give a plain folder name (no /, not starting with a dot)",
+            hint="the converted model is created inside --dest; choose the folder with --dest",
+        )
+
+
+def check_dest(dest: Path) -> None:
+    """``dest`` is a folder that takes new files, or does not exist yet (it will be created)."""
+    from toonctl.io.atomic import check_writable
+
+    if dest.exists() and not dest.is_dir():
+        raise OutputError(f"cannot write into {dest}: it is a file, not a folder", hint="--dest takes a folder")
+    if dest.is_dir():
+        check_writable(dest / "model", folder=dest)
 
 
 def _dtype_label(dtype: str) -> str:
@@ -704,7 +751,9 @@ def resolve_weights(
 
     if weights is not None:
         weights = Path(weights)
-        if weights.is_file() or is_converted_dir(weights):
+        if weights.is_file():
+            return weights, _checked_file_config(weights, config)
+        if is_converted_dir(weights):
             return weights, config_for(weights, config)
         if not weights.is_dir():
             raise WeightsNotFoundError(f"--weights {weights} does not exist")
@@ -713,11 +762,83 @@ def resolve_weights(
         folder = weights_dir()
         origin = f"${WEIGHTS_ENV}" if os.environ.get(WEIGHTS_ENV) else "the default weights folder"
     found, looked = find_weights(folder)
+    if found is None and (folder / "config.json").is_file():
+        from toonctl.convert.components import read_converted_config
+
+        read_converted_config(folder)  # a converted model with a broken config.json: say what is wrong with it
     if found is None:
-        places = "\n".join(f"  {p}" for p in looked)
+        skipped = _broken_converted(folder)
+        places = "\n".join([*(f"  {p}" for p in looked), *(f"  skipped {p}" for p in skipped)])
         raise WeightsNotFoundError(
             f"no model weights found in {folder} ({origin}); looked for:\n{places}",
             hint=f"run `toonctl weights fetch --dest {folder}` (downloads {HF_REPO} model.ckpt, 10.5 GB), "
             "`toonctl weights import FILE`, or pass --weights PATH",
         )
-    return found, config_for(found, config)
+    return found, (_checked_file_config(found, config) if found.is_file() else config_for(found, config))
+
+
+def _broken_converted(folder: Path) -> list[str]:
+    """Sub-folders of ``folder`` with a ``config.json`` that cannot be read as a converted model's, and why."""
+    from toonctl.convert.components import read_converted_config
+
+    broken = []
+    for sub in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if (sub / "config.json").is_file():
+            try:
+                read_converted_config(sub)
+            except ToonctlError as exc:
+                broken.append(f"{sub}: {exc}")
+    return broken
+
+
+_NOT_CHECKPOINTS = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"RIFF": "a RIFF file (WebP/AVI/WAV)",
+}
+
+
+def _checked_file_config(path: Path, config: str | Path | None) -> ToonCrafterConfig:
+    """``config_for(path, config)`` after two cheap checks, so that a wrong file is named as such before any
+    input is checked against an architecture it does not have.
+
+    * the file is not an image (``--weights key.png``);
+    * without a config (none given, none beside the file), a safetensors file's UNet input convolution must
+      have the released model's shape: a tiny or custom model without its config is refused here, not later
+      with a size error computed from the wrong architecture.
+    """
+    with open(path, "rb") as f:
+        head = f.read(16)
+    for magic, what in _NOT_CHECKPOINTS.items():
+        if head.startswith(magic):
+            raise CheckpointError(
+                f"{path} is not a checkpoint: it is {what}",
+                hint="--weights takes a model.ckpt, a .safetensors file or a converted folder",
+            )
+    is_safetensors = len(head) >= 9 and head[8:9] == b"{"  # other unknown bytes: the loader names the problem
+    resolved = config_for(path, config)
+    sibling = any((path.parent / name).is_file() for name in ("config.yaml", "config.json"))
+    if config is None and not sibling and is_safetensors:
+        shape = _safetensors_shape(path, "model.diffusion_model.input_blocks.0.0.weight")
+        expected = resolved.unet.model_channels
+        if shape is not None and shape[0] != expected:
+            raise ConfigError(
+                f"{path} is not the released ToonCrafter-512 architecture (its UNet has {shape[0]} base channels,"
+                f" the 512 model {expected}) and no config.yaml is beside it",
+                hint="pass --config with the model's config.yaml, or put it next to the checkpoint",
+            )
+    return resolved
+
+
+def _safetensors_shape(path: Path, key: str) -> list[int] | None:
+    """The shape of ``key`` from a safetensors header (None if absent or unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > 100_000_000:
+                return None
+            header = json.loads(f.read(header_len))
+        return list(header[key]["shape"]) if key in header else None
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None

@@ -27,12 +27,14 @@ def load_pipeline(
     device_map: str | None = None,
     attention: str = "auto",
     compile_unet: bool = False,
+    frame_size: tuple[int, int] | None = None,
 ):
     """Load the interpolation pipeline of ``model`` (from ``find_model``).
 
     ``device``/``dtype`` (``autocast``: fp32 weights under fp16 autocast), the decoder stage named
     ``decoder`` (``toonctl.pipelines.decoders``), ``offload`` / ``device_map`` placement
     (``toonctl.pipelines.placement``), the attention backend and an optional ``torch.compile`` of the UNet.
+    ``frame_size`` (H, W): refuse before loading when the run cannot fit in memory (``toonctl.memory``).
     """
     import torch
 
@@ -47,7 +49,7 @@ def load_pipeline(
         torch_device = resolve_device(device)
         autocast = dtype == "autocast"
         torch_dtype = torch.float32 if autocast else resolve_dtype(dtype, torch_device)
-        set_attention_backend(attention)
+        attention_note = set_attention_backend(attention)
         placement_map = parse_device_map(device_map)
         if offload not in OFFLOAD_MODES:
             raise ValueError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
@@ -55,6 +57,17 @@ def load_pipeline(
         import typer
 
         raise typer.BadParameter(str(exc)) from None
+    if attention_note:
+        out.warn(attention_note)
+    if frame_size is not None and not placement_map:
+        from toonctl.memory import check_memory, estimate_memory
+
+        estimate = estimate_memory(
+            path, model_config.vae.ch, frame_size, model_config.unet.temporal_length, device_type=torch_device.type,
+            dtype_bytes=torch_dtype.itemsize, offload=offload,
+            decode_frames=getattr(parse_decoder(decoder), "chunk", None),
+        )  # fmt: skip
+        check_memory(estimate, torch_device, what=f"a {frame_size[0]}x{frame_size[1]} (HxW) run")
     precision = "fp32 weights, fp16 autocast" if autocast else str(torch_dtype).removeprefix("torch.")
     out.info(f"Loading {path} on {torch_device} ({precision}{'' if offload == 'none' else ', offload ' + offload})")
     pipe = InterpolationPipeline.from_checkpoint(

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from toonctl.presets import FIT_MODES, InterpolateSettings
+from toonctl.presets import FIT_MODES, MAX_SEED, InterpolateSettings
 
 D = InterpolateSettings()
 MODEL = "Model"
@@ -35,7 +35,10 @@ KeyframesArg = Annotated[
 ]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="Text prompt.", rich_help_panel=GENERATION)]
 SeedOpt = Annotated[
-    int, typer.Option("--seed", min=0, help="Random seed (same seed, same result).", rich_help_panel=GENERATION)
+    int,
+    typer.Option(
+        "--seed", min=0, max=MAX_SEED, help="Random seed (same seed, same result).", rich_help_panel=GENERATION
+    ),
 ]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, max=1000, help="DDIM steps.", rich_help_panel=GENERATION)]
 GuidanceScaleOpt = Annotated[
@@ -130,6 +133,18 @@ DtypeOpt = Annotated[
 ]  # fmt: skip
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout (no progress).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")]
+
+
+def parse_output(text: str) -> Path:
+    """``-o`` as typed (Typer's ``parser``): a trailing ``/`` means a folder of numbered PNGs; ``-`` and a new
+    name without a suffix are usage errors (see ``toonctl.io.video.parse_output_path``)."""
+    from toonctl.errors import OutputError
+    from toonctl.io.video import parse_output_path
+
+    try:
+        return parse_output_path(text)
+    except OutputError as exc:
+        raise typer.BadParameter(f"{exc}; {exc.hint}" if exc.hint else str(exc)) from None
 
 
 def settings_from_options(values: dict) -> InterpolateSettings:

@@ -67,6 +67,7 @@ def batch(
     from toonctl.cli.sketch import shot_sketch_control
     from toonctl.distributed import ProcessGroup, process_info, shard
     from toonctl.errors import OutputError
+    from toonctl.io.atomic import check_writable
     from toonctl.render import prepare_shot, render_shot
 
     if fmt not in FORMATS:
@@ -74,13 +75,14 @@ def batch(
     info = process_info()  # several processes under `accelerate launch` / torchrun share the shots
     out = Output(json_mode=json_out, quiet=quiet or not info.is_main)
     base = opt.settings_from_options(locals())
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
     shots = discover_shots(shots_dir, out_dir, base, "/" if fmt == "png" else f".{fmt}")
     if not shots:
         raise OutputError(f"no shot folders in {shots_dir}", hint="each subfolder of SHOTS is one shot")
+    try:  # only once SHOTS is known to hold shots
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    check_writable(out_dir / "shot", folder=out_dir)
     group = ProcessGroup(info)
     if info.is_main:
         for stale in remove_stale_partials(out_dir):
@@ -105,6 +107,7 @@ def batch(
                     pipe = load_pipeline(
                         out, model, device, dtype, decoder,
                         offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+                        frame_size=prepared.size,
                     )  # fmt: skip
                 segment_kwargs = None
                 if (shot.directory / SKETCHES_FOLDER).is_dir():
@@ -150,4 +153,5 @@ def _summary(out: Output, rows: list[dict]) -> None:
             )  # fmt: skip
         out.err.print(table)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    out.result(f"batch: {summary}", summary=True, **counts)
+    mark = "✗" if counts["failed"] or counts["interrupted"] else "✓"
+    out.result(f"batch: {summary}", mark=mark, summary=True, **counts)

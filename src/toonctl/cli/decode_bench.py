@@ -108,7 +108,7 @@ def decode_bench(
 
     Each clip is encoded once and decoded by every variant, then compared with the input and the full decode.
     """
-    from toonctl.errors import OutputError
+    from toonctl.io.atomic import check_writable
     from toonctl.pipelines.decoders import DECODERS, parse_decoder
     from toonctl.presets import FIT_MODES
 
@@ -116,8 +116,8 @@ def decode_bench(
         raise typer.BadParameter("choose one of --json and --csv", param_hint="--csv")
     if fit not in FIT_MODES:
         raise typer.BadParameter(f"choose one of {', '.join(FIT_MODES)}", param_hint="--fit")
-    if report is not None and not report.parent.is_dir():
-        raise OutputError(f"cannot write {report}: no folder {report.parent}")
+    if report is not None:
+        check_writable(report)  # before the (long) run: the folder exists and takes a new file
     names = list(DECODERS) if decoders.strip() == "all" else [n for n in decoders.split(",") if n.strip()]
     try:
         stages = list({d.name: d for d in map(parse_decoder, names)}.values())
@@ -410,7 +410,9 @@ class Bench:
             console = Console(file=io.StringIO(), width=TABLE_WIDTH, no_color=True, highlight=False)
             console.print(self.table())
             text = console.file.getvalue()
-        path.write_text(text, encoding="utf-8")
+        from toonctl.io.atomic import write_text_atomic
+
+        write_text_atomic(path, text)  # a temporary name, then a rename: never a truncated report
 
 
 def run_bench(out: Output, model: tuple, clips: list[Clip], stages: list, dtypes: str, device: str, lpips_dir):

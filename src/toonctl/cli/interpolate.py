@@ -34,7 +34,8 @@ def interpolate(
         typer.Option(
             "--output",
             "-o",
-            help="Output: .mp4 .webm .gif .webp .apng, or a folder for numbered PNGs.",
+            parser=opt.parse_output,
+            help="Output: .mp4 .webm .gif .webp .apng, or a folder ending in / for numbered PNGs.",
             show_default=False,
         ),
     ],
@@ -71,11 +72,12 @@ def interpolate(
 
     N key frames give N-1 segments of 16 model frames each, joined without repeating the shared keys.
     """
+    from toonctl.io.video import output_complete
     from toonctl.render import prepare_shot, render_shot
 
     out = Output(json_mode=json_out, quiet=quiet)
     settings = opt.settings_from_options(locals())
-    if skip_existing and output.exists():
+    if skip_existing and output_complete(output):  # a file, or a folder holding frames
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return
     model = find_model(weights, config)
@@ -84,7 +86,7 @@ def interpolate(
         out.warn(note)
     pipe = load_pipeline(
         out, model, device, dtype, decoder,
-        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet, frame_size=shot.size,
     )  # fmt: skip
     with render_progress(out, output.name, settings.steps) as hooks:
         result = render_shot(pipe, shot, settings, hooks, release_encoders=True)

@@ -71,7 +71,8 @@ SketchEncoderOpt = Annotated[
 OutputOpt = Annotated[
     Path,
     typer.Option(
-        "--output", "-o", help="Output: .mp4 .webm .gif .webp .apng, or a folder for numbered PNGs.",
+        "--output", "-o", parser=opt.parse_output,
+        help="Output: .mp4 .webm .gif .webp .apng, or a folder ending in / for numbered PNGs.",
         show_default=False,
     ),
 ]  # fmt: skip
@@ -139,6 +140,7 @@ def sketch_interp(
     kept). Frames without a sketch follow the model, as in `interpolate`.
     """
     from toonctl.io.sketches import load_sketches
+    from toonctl.io.video import output_complete
     from toonctl.pipelines.chain import ChainSettings
     from toonctl.pipelines.sketch import chain_frame_map, sketch_segment_kwargs
     from toonctl.render import prepare_shot, render_shot
@@ -146,7 +148,7 @@ def sketch_interp(
     out = Output(json_mode=json_out, quiet=quiet)
     _check_choices(polarity, sketch_context)
     settings = opt.settings_from_options(locals())
-    if skip_existing and output.exists():
+    if skip_existing and output_complete(output):  # a file, or a folder holding frames
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return
     paths = _sketch_paths(sketch, sketches)
@@ -163,7 +165,7 @@ def sketch_interp(
         out.info(note)
     pipe = load_pipeline(
         out, model, device, dtype, decoder,
-        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet, frame_size=shot.size,
     )  # fmt: skip
     encoder = _load_encoder(out, encoder_path, model[1], pipe)
     segment_kwargs = sketch_segment_kwargs(
@@ -246,7 +248,7 @@ def colorize(
     import torch
 
     from toonctl.io.sketches import load_sketches
-    from toonctl.io.video import to_uint8, write_frames
+    from toonctl.io.video import output_complete, to_uint8, write_frames
     from toonctl.pipelines.sketch import colorize as colorize_frames
     from toonctl.pipelines.sketch import colorize_passes
     from toonctl.render import prepare_shot
@@ -257,7 +259,7 @@ def colorize(
     if not 1 <= len(references) <= 2:
         raise typer.BadParameter(f"give one or two coloured references, got {len(references)}", param_hint="--refs")
     settings = opt.settings_from_options(locals())
-    if skip_existing and output.exists():
+    if skip_existing and output_complete(output):  # a file, or a folder holding frames
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return
     paths = _sketch_paths(sketch, sketches)
@@ -281,7 +283,7 @@ def colorize(
         out.warn(f"no sketch for frames {_ranges(missing)}: they get no control")
     pipe = load_pipeline(
         out, model, device, dtype, decoder,
-        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
+        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet, frame_size=shot.size,
     )  # fmt: skip
     encoder = _load_encoder(out, encoder_path, model[1], pipe)
     started = time.monotonic()
@@ -315,6 +317,7 @@ def sketch(
         typer.Option(
             "--output",
             "-o",
+            parser=opt.parse_output,
             show_default=False,
             help="One picture (.png .jpg ...) for an image; a folder (numbered PNGs) or a video for several frames.",
         ),

@@ -289,5 +289,5 @@ def verify(
     if json_output:
         out.result(f"{report.path} failed verification", **fields)
     for problem in report.problems:
-        out.err.print(f"Error: {problem}", markup=False)
+        out.err.print(f"Error: {problem}", markup=False, soft_wrap=True)  # one line, however narrow the terminal
     raise typer.Exit(EXIT_ERROR)

@@ -114,6 +114,12 @@ def save_components(
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         _match_permissions(tmp)
         _move_into_place(tmp, out_dir)
+    except Exception as exc:  # a full disk: safetensors reports it as its own error type, os as OSError
+        from toonctl.io.atomic import is_disk_full, output_error
+
+        if is_disk_full(exc):
+            raise output_error(out_dir, exc) from exc
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

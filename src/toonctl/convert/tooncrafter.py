@@ -149,11 +149,34 @@ def read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
     try:
         obj = _torch_load(path)
     except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
-        raise CheckpointError(
-            f"cannot read {path}: it is truncated, corrupt or not a PyTorch checkpoint ({_load_failure(exc)})",
-            hint="re-download it (toonctl weights fetch) or check the path",
-        ) from exc
+        raise _load_error(path, exc) from exc
     return _unwrap(obj, path)
+
+
+def _load_error(path: Path, exc: Exception) -> CheckpointError:
+    """One line in our words for a failed ``torch.load``: never torch's advice to load unsafely."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return CheckpointError(
+            f"cannot read {path}: it holds a pickled Python object ({refused.group(1)}), not only tensors;"
+            " toonctl loads tensors only and never runs code from a checkpoint",
+            hint="save just the model's state_dict (tensors) with the tool that made it, or use a .safetensors file",
+        )
+    if "legacy .tar format" in text:  # torch's guess for bytes it does not recognise (also a file of zeros)
+        return CheckpointError(
+            f"cannot read {path}: it is truncated, corrupt or not a PyTorch checkpoint (unrecognised format)",
+            hint="re-download it (toonctl weights fetch) or check the path",
+        )
+    if "WeightsUnpickler" in text:  # e.g. "Unsupported operand 149": a plain pickle.dump, not torch.save
+        return CheckpointError(
+            f"cannot read {path}: not a tensors-only PyTorch checkpoint ({_load_failure(exc)})",
+            hint="toonctl loads tensors only: save the state_dict with torch.save, or use a .safetensors file",
+        )
+    return CheckpointError(
+        f"cannot read {path}: it is truncated, corrupt or not a PyTorch checkpoint ({_load_failure(exc)})",
+        hint="re-download it (toonctl weights fetch) or check the path",
+    )
 
 
 def _load_failure(exc: Exception) -> str:
@@ -171,13 +194,20 @@ def _load_failure(exc: Exception) -> str:
 
 
 def _torch_load(path: Path) -> object:
-    """``torch.load`` restricted to tensors and containers; memory-mapped when the file allows it."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):  # only the pre-1.6 (non-zip) format cannot be memory-mapped
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)
+    """``torch.load`` restricted to tensors and containers; memory-mapped when the file allows it.
+
+    torch's warning about an unusual pickle protocol (two lines on stderr before our own error) is silenced.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # only the pre-1.6 (non-zip) format cannot be memory-mapped
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

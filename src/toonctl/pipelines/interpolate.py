@@ -18,6 +18,7 @@ from torch import nn
 from toonctl.device import release_memory
 from toonctl.errors import UnsupportedSizeError
 from toonctl.models.configs import ToonCrafterConfig
+from toonctl.numerics import check_finite
 from toonctl.pipelines.decoders import DECODERS, DEFAULT_DECODER, FrameDecoder, without_splice
 from toonctl.pipelines.placement import ComponentPlacement
 from toonctl.samplers.ddim import make_ddim_schedule, sample_ddim
@@ -342,15 +343,18 @@ class InterpolationPipeline:
         # 7. decode (with the official splice of the middle frames)
         with self.placement.use("vae", self.vae) as vae_device:
             video = self.decode_latents(latents.to(vae_device), ref_context, splice=splice)
+        check_finite(video, "decoding the frames")
         return InterpolationOutput(video=video, latents=latents)
 
     @torch.no_grad()
     def prepare_conditions(self, start: torch.Tensor, end: torch.Tensor, prompt: str = "") -> SegmentConditions:
         """Run the encoders for one segment: text, image context and the two key frames' VAE encodings."""
         start, end = _as_batch(start, "start"), _as_batch(end, "end")
-        text = self.encode_text([prompt, ""])
-        image = self.encode_image(torch.cat([start, torch.zeros_like(start)]))
-        return SegmentConditions(text=text, image=image, keyframes=self.encode_keyframes(torch.cat([start, end])))
+        text = check_finite(self.encode_text([prompt, ""]), "text encoding")
+        image = check_finite(self.encode_image(torch.cat([start, torch.zeros_like(start)])), "image encoding")
+        keyframes = self.encode_keyframes(torch.cat([start, end]))
+        check_finite(keyframes.moments, "key-frame encoding")
+        return SegmentConditions(text=text, image=image, keyframes=keyframes)
 
     def _check_inputs(self, start: torch.Tensor, end: torch.Tensor, num_frames: int) -> None:
         if start.shape != end.shape:
@@ -360,7 +364,9 @@ class InterpolationPipeline:
         height, width = start.shape[-2:]
         factor = self.latent_factor
         if height % factor or width % factor:
-            raise UnsupportedSizeError(f"frame size {height}x{width} is not a multiple of {factor} on both sides")
+            raise UnsupportedSizeError(
+                f"frame size {height}x{width} (HxW) is not a multiple of {factor} on both sides"
+            )
         max_frames = self.config.unet.temporal_length
         if not 4 <= num_frames <= max_frames:
             raise ValueError(f"num_frames must be in 4..{max_frames}, got {num_frames}")

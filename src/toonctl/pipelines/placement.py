@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from toonctl.device import parse_device, release_memory
+from toonctl.device import release_memory, resolve_device
 
 OFFLOAD_MODES = ("none", "model", "sequential")
 COMPONENT_NAMES = ("unet", "vae", "text_encoder", "image_encoder", "image_proj")
@@ -105,5 +105,5 @@ def parse_device_map(text: str | None) -> dict[str, str]:
             raise ValueError(f"device map entries look like component=device, got {item!r}")
         if name not in COMPONENT_NAMES:
             raise ValueError(f"unknown component {name!r} in the device map; known: {', '.join(COMPONENT_NAMES)}")
-        result[name] = str(parse_device(device))
+        result[name] = str(resolve_device(device))  # a CUDA entry on a CPU-only machine is refused here
     return result

@@ -66,8 +66,12 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, spacing: str
     if not 1 <= num_steps <= num_train_timesteps:
         raise ValueError(f"num_steps must be in 1..{num_train_timesteps}, got {num_steps}")
     if spacing == "uniform_trailing":
+        # The official ``np.arange(1000, 0, -stride)`` sometimes returns one value too many (rounding of
+        # the float stride: 62 of 1..1000 counts, e.g. 61 steps give 62 with t = -1, which wraps to
+        # t = 999 when indexing); the first num_steps values are the intended ones.
         stride = num_train_timesteps / num_steps
-        return np.flip(np.round(np.arange(num_train_timesteps, 0, -stride))).astype(np.int64) - 1
+        trailing = np.round(np.arange(num_train_timesteps, 0, -stride))[:num_steps]
+        return np.flip(trailing).astype(np.int64) - 1
     if spacing == "uniform":
         return np.arange(0, num_train_timesteps, num_train_timesteps // num_steps, dtype=np.int64) + 1
     raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(TIMESTEP_SPACINGS)}")
