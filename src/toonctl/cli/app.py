@@ -59,13 +59,8 @@ COMMANDS = [  # (name, function, examples); None: the function's name
 for name, function, examples in COMMANDS:
     app.command(name, cls=Command, epilog=examples_epilog(examples))(function)
 app.add_typer(weights_app, name="weights")
-<<<<<<< HEAD
-app.add_typer(train_app, name="train")
-app.add_typer(dataset_app, name="dataset")
-=======
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(train_app, name="train")
->>>>>>> engine
 
 
 def main() -> None:
