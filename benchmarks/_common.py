@@ -1,16 +1,15 @@
-"""Helpers shared by the benchmark scripts: random full-size weights, peak memory, machine facts."""
+"""Helpers shared by the benchmark scripts: random full-size weights, timing, machine facts (peak memory:
+``toonctl.peak_memory.PeakMemory``)."""
 
 from __future__ import annotations
 
 import math
 import platform
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 import torch
 
 from toonctl.convert.tooncrafter import COMPONENTS, build_empty
@@ -58,39 +57,6 @@ def official_state_dict(parts: dict[str, object]) -> dict[str, torch.Tensor]:
         state.update({comp.prefix + k: v for k, v in parts[name].state_dict().items()})
     state.update(parts["schedule"])
     return state
-
-
-class PeakMemory:
-    """Peak memory of a block: CUDA peak allocation on a GPU, else the process's peak RSS (sampled)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peak_bytes = 0
-
-    @contextmanager
-    def measure(self) -> Iterator[PeakMemory]:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            yield self
-            torch.cuda.synchronize(self.device)
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
-            return
-        process = psutil.Process()
-        peak = [process.memory_info().rss]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.wait(0.02):
-                peak[0] = max(peak[0], process.memory_info().rss)
-
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            done.set()
-            thread.join()
-            self.peak_bytes = max(peak[0], process.memory_info().rss)
 
 
 def synchronize(device: torch.device) -> None:

@@ -15,8 +15,8 @@ class ToonctlError(Exception):
             self.hint = hint
 
 
-class ConfigError(ToonctlError):
-    """A model config file is missing, unreadable or inconsistent."""
+class ConfigError(ToonctlError, ValueError):
+    """A config file (a model's, a shot's ``shot.yaml``) is missing, unreadable or inconsistent."""
 
 
 class CheckpointError(ToonctlError):
@@ -72,6 +72,18 @@ class OutOfMemoryError(ToonctlError):
     """The run needs more memory than the device has (estimated before loading, or an allocation failed)."""
 
     hint = "try --offload model, --decoder chunked, a smaller --size, or --dtype bf16/fp16 on a GPU"
+
+
+class OptionError(UsageError, ValueError):
+    """A bad value for a setting or load option, naming the option (the CLI reports it as Typer reports a bad
+    flag value, exit 2).
+
+    ``option`` is the field name (``device_map``); the CLI shows it as its flag (``--device-map``).
+    """
+
+    def __init__(self, message: str, *, option: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.option = option
 
 
 class WeightsNotFoundError(ToonctlError):

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import typer
 
-from toonctl.errors import DiskFullError, OutOfMemoryError, ToonctlError
+from toonctl.errors import DiskFullError, OptionError, OutOfMemoryError, ToonctlError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -79,7 +79,8 @@ def report(exc: BaseException) -> None:
 
 
 def handle_errors(command: F) -> F:
-    """Wrap a command: user errors -> exit 1 with one line, Ctrl-C -> exit 130, never a bare traceback."""
+    """Wrap a command: user errors -> exit 1 with one line, bad option values (``OptionError``) -> exit 2,
+    Ctrl-C -> exit 130, never a bare traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -87,6 +88,9 @@ def handle_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (typer.Exit, typer.BadParameter):  # Typer reports usage errors itself (exit 2)
             raise
+        except OptionError as exc:  # the library's word for a bad option value: a usage error too
+            hint = None if exc.option is None else "--" + exc.option.replace("_", "-")
+            raise typer.BadParameter(str(exc), param_hint=hint) from None
         except KeyboardInterrupt:
             print("Interrupted.", file=sys.stderr)
             raise typer.Exit(EXIT_INTERRUPTED) from None

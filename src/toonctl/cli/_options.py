@@ -1,6 +1,8 @@
 """Options shared by the commands: one definition each, the same flag names everywhere.
 
-Defaults come from ``toonctl.presets.InterpolateSettings``; ranges are checked by Typer (exit 2).
+Defaults come from ``toonctl.presets`` (``InterpolateSettings``, ``LoadOptions``); ranges are checked by Typer
+(exit 2). ``settings_from_options`` and ``load_options`` build the two settings objects from a command's
+parameters, so a command declares its options and passes ``locals()``.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from typing import Annotated
 
 import typer
 
-from toonctl.presets import FIT_MODES, MAX_SEED, InterpolateSettings
+from toonctl.presets import COMPONENT_NAMES, FIT_MODES, MAX_SEED, InterpolateSettings, LoadOptions
 
 D = InterpolateSettings()
+L = LoadOptions()
 MODEL = "Model"
 GENERATION = "Generation"
 OUTPUT = "Output"
@@ -77,6 +80,14 @@ InbetweensOpt = Annotated[
         "--inbetweens", "-n", min=0, max=14,
         help="In-between frames per segment (the model makes 14; e.g. 7 for animation on twos). Default: all.",
         rich_help_panel=OUTPUT,
+    ),
+]  # fmt: skip
+NumFramesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--num-frames", min=4, max=16,
+        help="Frames each segment generates, both keys included (4-16; fewer is faster). Default: the model's 16.",
+        rich_help_panel=GENERATION, show_default=False,
     ),
 ]  # fmt: skip
 FpsOpt = Annotated[float, typer.Option("--fps", min=0.1, max=240.0, help="Output frame rate.", rich_help_panel=OUTPUT)]
@@ -164,6 +175,17 @@ def settings_from_options(values: dict) -> InterpolateSettings:
         raise typer.BadParameter(str(exc)) from None
 
 
+def load_options(values: dict, **controls: Path | None) -> LoadOptions:
+    """``LoadOptions`` from a command's parameters (pass ``locals()``): the model options it has (``compile_unet``
+    is ``compile``), defaults for the others, plus the control stages to load (``sketch_encoder=PATH``)."""
+    from dataclasses import fields
+
+    given = {f.name: values[f.name] for f in fields(LoadOptions) if f.name in values}
+    if "compile_unet" in values:
+        given["compile"] = values["compile_unet"]
+    return LoadOptions(**given).with_controls(**controls)
+
+
 def _check_decoder(value: str) -> str:
     """Refuse an unknown ``--decoder`` as a usage error (exit 2). Imports torch: only runs with the command."""
     from toonctl.pipelines.decoders import parse_decoder
@@ -197,8 +219,7 @@ DeviceMapOpt = Annotated[
     str | None,
     typer.Option(
         "--device-map", metavar="COMPONENT=DEVICE,...", rich_help_panel=MODEL,
-        help="Components on different GPUs, e.g. unet=cuda:1,vae=cuda:0 (components: unet, vae, text_encoder, "
-        "image_encoder, image_proj).",
+        help=f"Components on different GPUs, e.g. unet=cuda:1,vae=cuda:0 (components: {', '.join(COMPONENT_NAMES)}).",
     ),
 ]  # fmt: skip
 AttentionOpt = Annotated[

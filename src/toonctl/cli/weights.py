@@ -18,12 +18,10 @@ from toonctl.cli import _options as opt
 from toonctl.cli._errors import EXIT_ERROR, handle_errors
 from toonctl.cli._help import Command, Group
 from toonctl.cli._output import Output, examples_epilog
+from toonctl.dtypes import DTYPE_NAMES
 
-
-class SaveDtype(str, Enum):
-    fp16 = "fp16"
-    bf16 = "bf16"
-    fp32 = "fp32"
+# the dtypes of toonctl.dtypes, smallest first: fp16 (the default), bf16, fp32
+SaveDtype = Enum("SaveDtype", {name: name for name in reversed(DTYPE_NAMES)}, type=str)
 
 
 DestOpt = Annotated[

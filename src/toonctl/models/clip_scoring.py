@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toonctl.convert.tooncrafter import (
+from toonctl.checkpoint import (
     IMAGE_EMBEDDER_PREFIX,
     TEXT_PREFIX,
     check_modules,

@@ -1,7 +1,7 @@
 """Architecture configs of every ToonCrafter component: one frozen dataclass each.
 
 Defaults are the released ToonCrafter-512 checkpoint's values (``configs/inference_512_v1.0.yaml`` of
-the official repository and OpenCLIP ``ViT-H-14``). ``toonctl.config`` reads official-format yaml files
+the official repository and OpenCLIP ``ViT-H-14``). ``toonctl.convert.config`` reads official-format yaml files
 (and our own ``config.json``) into these; the model classes take them as their only constructor argument.
 """
 
@@ -135,7 +135,6 @@ class DiffusionConfig(_TypeChecked):
     use_dynamic_rescale: bool = True
     base_scale: float = 0.7
     turning_step: int = 400
-    scale_factor: float = 0.18215
     image_size: tuple[int, int] = (40, 64)  # latent (h, w) of the native resolution
 
     def __post_init__(self) -> None:
@@ -168,6 +167,8 @@ class ToonCrafterConfig:
             if not isinstance(data.get(f.name, {}), dict):
                 raise ValueError(f"the {f.name!r} section must be a mapping, got {data[f.name]!r}")
             raw = dict(data.get(f.name, {}))
+            if f.name == "diffusion":  # written by earlier versions; the VAE's scale_factor is the one used
+                raw.pop("scale_factor", None)
             parts[f.name] = _build(sub_cls, raw)
         return cls(**parts)
 

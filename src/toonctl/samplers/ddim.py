@@ -2,7 +2,7 @@
 
 Why our own step and not diffusers' ``DDIMScheduler``: the schedule parts agree (``trailing`` spacing,
 ``set_alpha_to_one=False``, v-prediction and zero-SNR give the same timesteps and the same
-alpha-bar values; ``tests/samplers/test_ddim.py`` checks it against diffusers), but ToonCrafter's
+alpha-bar values; ``tests/samplers/test_schedules.py`` checks it against diffusers), but ToonCrafter's
 *dynamic rescale* multiplies the predicted x0 -- and only x0, not the noise estimate -- by
 ``scale_arr[t_prev] / scale_arr[t]`` before the update, and no diffusers scheduler has a hook for
 that. The official code also converts v to eps/x0 with the checkpoint's float32
@@ -173,6 +173,3 @@ def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32).to(x.device)
-
-
-SAMPLERS = {"ddim": sample_ddim}

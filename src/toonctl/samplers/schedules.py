@@ -7,14 +7,11 @@ without stored buffers and for tests.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 
-from toonctl.models.configs import DiffusionConfig
-
-# The buffers the sampler reads, in checkpoint names.
-SAMPLER_BUFFERS = ("alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")
-DYNAMIC_RESCALE_BUFFER = "scale_arr"
 TIMESTEP_SPACINGS = ("uniform_trailing", "uniform")
 
 
@@ -38,7 +35,19 @@ def dynamic_rescale_array(base_scale: float, turning_step: int, num_timesteps: i
     return np.concatenate([np.linspace(1.0, base_scale, turning_step), np.full(num_timesteps, base_scale)])
 
 
-def make_schedule_buffers(config: DiffusionConfig) -> dict[str, torch.Tensor]:
+class ScheduleConfig(Protocol):
+    """The schedule's settings (``models.configs.DiffusionConfig`` has them; the sampler needs no model code)."""
+
+    timesteps: int
+    linear_start: float
+    linear_end: float
+    rescale_betas_zero_snr: bool
+    use_dynamic_rescale: bool
+    base_scale: float
+    turning_step: int
+
+
+def make_schedule_buffers(config: ScheduleConfig) -> dict[str, torch.Tensor]:
     """Every schedule buffer the sampler reads, as the official model registers them (float32)."""
     betas = make_betas(config.linear_start, config.linear_end, config.timesteps)
     if config.rescale_betas_zero_snr:
