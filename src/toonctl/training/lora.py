@@ -15,7 +15,6 @@ peft is an optional dependency (the ``train`` extra): imported only when adapter
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,25 +231,10 @@ def merge_lora_file(unet: nn.Module, path: str | Path, scale: float = 1.0) -> in
 
 
 def parse_lora_option(value: str) -> tuple[Path, float]:
-    """``FILE[:SCALE]`` (the ``--lora`` option) -> ``(path, scale)``; the scale defaults to 1.
+    """``FILE[:SCALE]`` (the ``--lora`` option) -> ``(path, scale)``; see ``toonctl.presets.parse_lora``."""
+    from toonctl.presets import parse_lora
 
-    Only a last ``:`` followed by a number is a scale, so a path with colons (``C:\\x.safetensors``) is a path.
-
-    Raises:
-        LoraFileError: an empty path, or a scale that is not finite.
-    """
-    head, sep, tail = value.rpartition(":")
-    path, scale = value, 1.0
-    if sep:
-        try:
-            path, scale = head, float(tail)
-        except ValueError:
-            pass
-    if not path:
-        raise LoraFileError(f"--lora {value!r}: no file given", hint="use --lora FILE or --lora FILE:SCALE")
-    if not math.isfinite(scale):
-        raise LoraFileError(f"--lora {value!r}: the scale must be a finite number")
-    return Path(path), scale
+    return parse_lora(value)
 
 
 def merge_lora_files(unet: nn.Module, adapters: list[tuple[str | Path, float]]) -> int:
