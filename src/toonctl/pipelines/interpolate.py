@@ -173,7 +173,7 @@ class InterpolationPipeline:
         for name, path in plan.controls.items():
             pipe.controls[name] = load_control(name, path, plan.config, device=load_device, dtype=dtype)
         if plan.loras:
-            from toonctl.training.lora import merge_lora_files
+            from toonctl.pipelines.lora import merge_lora_files
 
             merge_lora_files(pipe.unet, list(plan.loras))
         if not plan.direct:

@@ -114,7 +114,7 @@ def plan_load(
     loras = tuple((Path(path), float(scale)) for path, scale in options.loras)
     missing = [str(path) for path, _ in loras if not path.is_file()]
     if missing:
-        from toonctl.training.lora import LoraFileError
+        from toonctl.pipelines.lora import LoraFileError
 
         raise LoraFileError(f"LoRA file not found: {', '.join(missing)}", hint="check the --lora path")
     return LoadPlan(
