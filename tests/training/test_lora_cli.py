@@ -78,5 +78,6 @@ def test_library_loads_with_loras(adapter):
     )
     expected = load_tiny_unet()
     merge_lora_file(expected, adapter, 0.7)
+    loaded = pipe.unet.state_dict()
     for key, value in expected.state_dict().items():
-        assert torch.equal(pipe.unet.state_dict()[key], value), key
+        assert torch.equal(loaded[key], value), key
