@@ -92,6 +92,25 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def parse_lora(text: str) -> tuple[Path, float]:
+    """``--lora FILE[:SCALE]`` -> ``(path, scale)``, scale 1 by default. Only a last ``:`` followed by a number is
+    a scale, so a path with colons (``C:\\x.safetensors``) is a path."""
+    import math
+
+    head, sep, tail = text.rpartition(":")
+    path, scale = text, 1.0
+    if sep:
+        try:
+            path, scale = head, float(tail)
+        except ValueError:
+            pass
+    if not path:
+        raise OptionError(f"--lora {text!r}: no file given; use FILE or FILE:SCALE", option="lora")
+    if not math.isfinite(scale):
+        raise OptionError(f"--lora {text!r}: the scale must be a finite number", option="lora")
+    return Path(path), scale
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load the model: one object from the CLI's model options to ``from_checkpoint``.
@@ -110,6 +129,8 @@ class LoadOptions:
         compile: ``torch.compile`` the UNet.
         controls: control stages to load with the model, ``{name: weights path or None}`` (None: found
             beside the model or in the weights folder); names from ``CONTROL_COMPONENTS``.
+        loras: LoRA adapter files merged into the UNet at load, ``(path, scale)`` in order (``parse_lora``;
+            ``toonctl.training.lora.merge_lora_file``).
     """
 
     weights: Path | None = None
@@ -122,6 +143,7 @@ class LoadOptions:
     attention: str | None = "auto"
     compile: bool = False
     controls: dict[str, Path | None] = field(default_factory=dict)
+    loras: tuple[tuple[Path, float], ...] = ()
 
     def with_controls(self, **controls: Path | None) -> LoadOptions:
         """A copy that also loads these control stages (``sketch_encoder=None``: found like the model)."""

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from toonctl.presets import COMPONENT_NAMES, FIT_MODES, MAX_SEED, InterpolateSettings, LoadOptions
+from toonctl.presets import COMPONENT_NAMES, FIT_MODES, MAX_SEED, InterpolateSettings, LoadOptions, parse_lora
 
 D = InterpolateSettings()
 L = LoadOptions()
@@ -183,6 +183,8 @@ def load_options(values: dict, **controls: Path | None) -> LoadOptions:
     given = {f.name: values[f.name] for f in fields(LoadOptions) if f.name in values}
     if "compile_unet" in values:
         given["compile"] = values["compile_unet"]
+    if values.get("lora"):
+        given["loras"] = tuple(parse_lora(text) for text in values["lora"])
     return LoadOptions(**given).with_controls(**controls)
 
 
@@ -230,5 +232,25 @@ CompileOpt = Annotated[
     typer.Option(
         "--compile", help="torch.compile the UNet (faster steps after a warm-up of a minute or more).",
         rich_help_panel=MODEL,
+    ),
+]  # fmt: skip
+
+
+def _check_loras(values: list[str] | None) -> list[str] | None:
+    """Refuse a ``--lora`` value without a file or with a bad scale as a usage error (exit 2)."""
+    for text in values or []:
+        try:
+            parse_lora(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return values
+
+
+LoraOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lora", metavar="FILE[:SCALE]", callback=_check_loras, rich_help_panel=MODEL, show_default=False,
+        help="A LoRA adapter (from `toonctl train`) merged into the UNet at load, at SCALE (default 1; 0 = off). "
+        "Repeat to merge several.",
     ),
 ]  # fmt: skip

@@ -66,6 +66,7 @@ def interpolate(
     device_map: opt.DeviceMapOpt = opt.L.device_map,
     attention: opt.AttentionOpt = opt.L.attention,
     compile_unet: opt.CompileOpt = opt.L.compile,
+    lora: opt.LoraOpt = None,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:

@@ -130,6 +130,7 @@ def sketch_interp(
     device_map: opt.DeviceMapOpt = opt.L.device_map,
     attention: opt.AttentionOpt = opt.L.attention,
     compile_unet: opt.CompileOpt = opt.L.compile,
+    lora: opt.LoraOpt = None,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -228,6 +229,7 @@ def colorize(
     device_map: opt.DeviceMapOpt = opt.L.device_map,
     attention: opt.AttentionOpt = opt.L.attention,
     compile_unet: opt.CompileOpt = opt.L.compile,
+    lora: opt.LoraOpt = None,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:

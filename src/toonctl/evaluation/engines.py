@@ -93,13 +93,12 @@ class ToonctlEngine:
             if self.loader is not None:
                 self._pipe = self.loader()
             else:
-                from toonctl.pipelines.decoders import parse_decoder
                 from toonctl.pipelines.interpolate import InterpolationPipeline
 
                 self._pipe = InterpolationPipeline.from_checkpoint(
-                    self.weights, self.config, device=self.device, dtype=self.dtype, offload=self.offload
-                )
-                self._pipe.decoder = parse_decoder(self.decoder)
+                    self.weights, self.config, device=self.device, dtype=self.dtype, decoder=self.decoder,
+                    offload=self.offload,
+                )  # fmt: skip
         return self._pipe
 
     def interpolate(self, keys: torch.Tensor, *, num_frames: int, prompt: str, fs: int, seed: int) -> torch.Tensor:

@@ -145,8 +145,9 @@ class InterpolationPipeline:
                 converted folder's own config, else a ``config.yaml``/``config.json`` beside the file,
                 else the released ToonCrafter-512 architecture.
             options: how to load (``toonctl.presets.LoadOptions``: device, dtype, decoder, offload, device
-                map, attention backend, compile, control stages). Default: on the CPU in float32 (a
-                converted folder in its stored dtype), the official decoder, the attention backend as it is.
+                map, attention backend, compile, control stages, LoRA adapters merged into the UNet). Default: on
+                the CPU in float32 (a converted folder in its stored dtype), the official decoder, the attention
+                backend as it is.
             overrides: ``LoadOptions`` fields replacing those of ``options``, e.g. ``device="cuda"``,
                 ``dtype=torch.float16``, ``offload="model"``, ``device_map={"vae": "cuda:1"}``.
 
@@ -171,6 +172,10 @@ class InterpolationPipeline:
         dtype = next(pipe.unet.parameters()).dtype
         for name, path in plan.controls.items():
             pipe.controls[name] = load_control(name, path, plan.config, device=load_device, dtype=dtype)
+        if plan.loras:
+            from toonctl.pipelines.lora import merge_lora_files
+
+            merge_lora_files(pipe.unet, list(plan.loras))
         if not plan.direct:
             pipe.set_placement(plan.device, offload=plan.offload, device_map=plan.device_map)
         if plan.compile:

@@ -35,6 +35,7 @@ class LoadPlan:
         decoder: the decoder stage; offload, device_map: the placement (``pipelines/placement.py``).
         attention: the attention backend to select (None: leave it); compile: ``torch.compile`` the UNet.
         controls: ``{control name: weights file}``.
+        loras: LoRA adapter files merged into the UNet at load, ``(path, scale)`` in order.
         notes: things the user should know (e.g. xformers installed but unusable, so SDPA is used).
     """
 
@@ -49,6 +50,7 @@ class LoadPlan:
     attention: str | None = None
     compile: bool = False
     controls: dict[str, Path] = field(default_factory=dict)
+    loras: tuple[tuple[Path, float], ...] = ()
     notes: tuple[str, ...] = ()
 
     @property
@@ -64,7 +66,8 @@ class LoadPlan:
             precision = "as stored" if self.dtype is None else _name(self.dtype)
         offload = "" if self.offload == "none" else f", offload {self.offload}"
         controls = f" with {', '.join(p.name for p in self.controls.values())}" if self.controls else ""
-        return f"Loading {self.checkpoint} on {self.device} ({precision}{offload}){controls}"
+        loras = "".join(f" + LoRA {path.name} ({scale:g})" for path, scale in self.loras)
+        return f"Loading {self.checkpoint} on {self.device} ({precision}{offload}){controls}{loras}"
 
 
 def plan_load(
@@ -108,10 +111,16 @@ def plan_load(
     else:
         checkpoint, found = Path(checkpoint), config_for(checkpoint, config or options.config)
     controls = {name: find_control_weights(name, given, checkpoint) for name, given in options.controls.items()}
+    loras = tuple((Path(path), float(scale)) for path, scale in options.loras)
+    missing = [str(path) for path, _ in loras if not path.is_file()]
+    if missing:
+        from toonctl.pipelines.lora import LoraFileError
+
+        raise LoraFileError(f"LoRA file not found: {', '.join(missing)}", hint="check the --lora path")
     return LoadPlan(
         checkpoint=Path(checkpoint), config=found, device=device, dtype=dtype, autocast=autocast, decoder=decoder,
         offload=options.offload, device_map=device_map, attention=options.attention, compile=options.compile,
-        controls=controls, notes=(note,) if note else (),
+        controls=controls, loras=loras, notes=(note,) if note else (),
     )  # fmt: skip
 
 

@@ -47,7 +47,7 @@ def export_checkpoint(
         CheckpointMismatchError: a replacement key is not in the base, or has another shape.
         OutputError: an unsupported suffix, or ``out`` is the base file itself.
     """
-    from toonctl.convert.tooncrafter import read_state_dict
+    from toonctl.checkpoint import read_state_dict
 
     base_weights, out = Path(base_weights), Path(out)
     suffix = out.suffix.lower()
