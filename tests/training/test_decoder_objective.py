@@ -83,13 +83,13 @@ def test_l1_falls_over_fitting_one_clip_and_the_encoder_is_unchanged(vae):
     optimizer = torch.optim.Adam(objective.trainable_modules()["decoder"].parameters(), lr=2e-3)
     batch = tiny_batch()
     l1 = []
-    for step in range(8):
+    for step in range(5):
         result = objective.step_loss(batch, step=step, draws=_draws())
         optimizer.zero_grad()
         result.loss.backward()
         optimizer.step()
         l1.append(result.logs["l1"])
-    assert l1[-1] < 0.8 * l1[0], l1
+    assert l1[-1] < 0.7 * l1[0], l1
     assert all(torch.equal(v, frozen[k]) for k, v in vae.state_dict().items() if k in frozen)
     assert all(p.grad is None for p in vae.encoder.parameters())
 
@@ -137,9 +137,14 @@ def test_lpips_is_used_when_its_weights_are_on_disk(tmp_path, capsys):
     assert _ssim.kind == "ssim"
 
 
-def test_unsupported_gradient_checkpointing_is_a_clear_error(vae):
-    from toonctl.errors import ToonctlError
-
-    objective = DecoderObjective(vae, perceptual=_ssim_only())
-    with pytest.raises(ToonctlError, match="not available for the decoder"):
-        objective.enable_gradient_checkpointing()
+def test_gradient_checkpointing_gives_the_same_gradients(released_vae):
+    batch = tiny_batch()
+    grads = []
+    for checkpointing in (False, True):
+        objective = DecoderObjective(copy.deepcopy(released_vae), perceptual=_ssim_only(), adversarial=False)
+        if checkpointing:
+            objective.enable_gradient_checkpointing()
+        objective.step_loss(batch, draws=_draws()).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in objective.decoder.parameters()]))
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-8)

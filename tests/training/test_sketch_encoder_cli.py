@@ -68,6 +68,8 @@ def test_missing_files_are_clear_errors(files, tmp_path):
     assert result.exit_code == 2 and "--encoder" in result.output
     result = invoke(*args, "--sketch-extractor", files["extractor"], "--context", "everything")
     assert result.exit_code == 2 and "--context" in result.output
+    result = invoke(*args, "--sketch-extractor", files["extractor"], "--sketch-size", "100")
+    assert result.exit_code == 1 and "Error: --sketch-size 100 is not a multiple of 32" in result.stderr
 
 
 def test_sketches_from_folders_beside_the_clips(files, tmp_path):

@@ -12,13 +12,13 @@ from conftest import FIXTURES
 from toonctl.models.sketch_encoder import SketchEncoder, SketchEncoderConfig, load_sketch_encoder
 from toonctl.training.objective import TrainingDraws, interpolation_loss
 from toonctl.training.sketch_objective import (
-    ExtractedSketches,
     MaskedSketchControl,
     SketchEncoderObjective,
     controlnet_init,
     new_sketch_encoder,
     save_sketch_encoder,
 )
+from toonctl.training.sketch_sources import ExtractedSketches
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -106,7 +106,7 @@ def test_loss_falls_over_fitting_one_clip_and_the_unet_is_untouched(pipe):
     batch = tiny_batch(hints=_hints(), hint_mask=mask)
     optimizer = torch.optim.Adam(objective.trainable_modules()["sketch_encoder"].parameters(), lr=3e-3)
     losses = []
-    for _ in range(8):
+    for _ in range(6):
         result = objective.step_loss(batch, draws=_draws(seed=2))  # the same noise: a fixed target to fit
         optimizer.zero_grad()
         result.loss.backward()
@@ -143,6 +143,9 @@ def test_extracted_sketches_are_cached_per_clip(tmp_path):
     again = source(video)
     assert (source.misses, source.hits) == (1, 1) and torch.equal(first, again)
     assert len(list(tmp_path.glob("*.pt"))) == 1
+    other = SketchExtractor(SketchExtractorConfig(ngf=4, num_downs=5)).eval()  # other weights: not its cache
+    ExtractedSketches(other, load_size=32, cache_dir=tmp_path)(video)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
 def test_export_is_the_released_layout(pipe, tmp_path):
@@ -205,7 +208,7 @@ def test_folder_sketches_are_read_by_source_frame(tmp_path):
     from PIL import Image
 
     from toonctl.errors import DataError
-    from toonctl.training.sketch_objective import read_folder_sketches, sketch_folder_for
+    from toonctl.training.sketch_sources import read_folder_sketches, sketch_folder_for
 
     clip = tmp_path / "shot.mp4"
     folder = sketch_folder_for(clip)

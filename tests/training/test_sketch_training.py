@@ -20,7 +20,8 @@ def clips(tmp_path_factory):
 
 def make_objective():
     from toonctl.models.sketch_extractor import SketchExtractor, SketchExtractorConfig
-    from toonctl.training.sketch_objective import ExtractedSketches, SketchEncoderObjective, new_sketch_encoder
+    from toonctl.training.sketch_objective import SketchEncoderObjective, new_sketch_encoder
+    from toonctl.training.sketch_sources import ExtractedSketches
 
     torch.manual_seed(0)
     pipe = load_tiny_pipe()

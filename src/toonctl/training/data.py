@@ -52,7 +52,7 @@ class DataSettings:
         fit: ``crop``, ``pad`` or ``resize`` (see ``toonctl.io.frames.fit_image``).
         default_fps: the frame rate of clips that have none (folders of frames).
         sketch_folders: also read each frame's sketch from the clip's ``sketches/`` folder (``"hints"``, for
-            the sketch-encoder objective; ``toonctl.training.sketch_objective.read_folder_sketches``).
+            the sketch-encoder objective; ``toonctl.training.sketch_sources.read_folder_sketches``).
     """
 
     size: tuple[int, int] = (320, 512)
@@ -211,7 +211,7 @@ class ClipDataset(Dataset):
             "path": str(record.path),
         }
         if self.settings.sketch_folders:
-            from toonctl.training.sketch_objective import read_folder_sketches
+            from toonctl.training.sketch_sources import read_folder_sketches
 
             source_frames = [record.start + i for i in window.indices]
             sample["hints"] = read_folder_sketches(record.path, source_frames, self.settings.size, self.settings.fit)

@@ -207,11 +207,6 @@ class DecoderLoss:
     target: torch.Tensor
 
 
-def frames_of(video: torch.Tensor) -> torch.Tensor:
-    """``(B, C, T, H, W) -> (B*T, C, H, W)``."""
-    return fold_frames(video)
-
-
 # --------------------------------------------------------------------------------------------- objective
 
 
@@ -295,20 +290,15 @@ class DecoderObjective(BaseObjective):
             _unwrap(self.discriminator).training_step.fill_(step)
 
     def enable_gradient_checkpointing(self) -> None:
-        from toonctl.errors import ToonctlError
+        """Recompute the decoder's activations in the backward pass, block by block (the bottleneck, each
+        resolution's blocks and upsampling, each reference refinement): outputs and gradients unchanged, the
+        activations of a 16-frame full-resolution decode no longer all kept."""
+        from toonctl.models.autoencoder_dualref import Combiner, FusionCrossAttention, UpLevel, VideoMidBlock
+        from toonctl.models.layers import Upsample
 
-        raise ToonctlError(
-            "--gradient-checkpointing is not available for the decoder objective",
-            hint="lower --size or --frames, or use --mixed-precision bf16",
-        )
-
-    def settings(self) -> dict:
-        return {
-            "perceptual": self.perceptual.kind,
-            "disc_start": self.disc_start,
-            "disc_weight": self.disc_weight,
-            "discriminator": self.discriminator is not None,
-        }
+        for module in _unwrap(self.decoder).modules():
+            if isinstance(module, (VideoMidBlock, UpLevel, Upsample, Combiner, FusionCrossAttention)):
+                _checkpoint_forward(module)
 
     def summary(self) -> str:
         decoder = _unwrap(self.decoder)
@@ -332,8 +322,8 @@ class DecoderObjective(BaseObjective):
         for index, clip in enumerate(self.validation_clips):
             zero = DecoderDraws(torch.zeros(clip.shape[0], clip.shape[2], 1, 1, 1))  # the posterior mean
             z, references = self.encode(clip, zero)
-            recon = frames_of(self.reconstruct(z, references)).cpu()
-            target = frames_of(clip.float()).cpu()
+            recon = fold_frames(self.reconstruct(z, references)).cpu()
+            target = fold_frames(clip.float()).cpu()
             row = {"clip": index, "psnr": psnr(to_unit(recon), to_unit(target)).mean().item()}
             row["ssim"] = ssim(to_unit(recon), to_unit(target)).mean().item()
             if self.perceptual.lpips is not None:
@@ -363,7 +353,7 @@ class DecoderObjective(BaseObjective):
         vae = self.vae
         param = next(vae.encoder.parameters())
         b, _, t = video.shape[:3]
-        frames = frames_of(video).to(param.device, param.dtype)  # (B*T, 3, H, W), batch-major
+        frames = fold_frames(video).to(param.device, param.dtype)  # (B*T, 3, H, W), batch-major
         means, stds, refs = [], [], []
         for chunk in frames.split(self.encode_batch):
             posterior = vae.encode(chunk)
@@ -406,7 +396,7 @@ class DecoderObjective(BaseObjective):
         recon = self.reconstruct(z, references)
         target = video.to(recon.device, torch.float32)
         l1 = (recon - target).abs().mean()
-        perceptual = self.perceptual(frames_of(recon), frames_of(target))
+        perceptual = self.perceptual(fold_frames(recon), fold_frames(target))
         rec_loss = l1 + self.perceptual.weight * perceptual
         disc_factor = adopt_weight(step, self.disc_start)
         logs = {"l1": l1.item(), self.perceptual.kind: perceptual.item(), "disc_factor": disc_factor}
@@ -415,7 +405,7 @@ class DecoderObjective(BaseObjective):
             # The bare module (no DDP hooks) with its parameters off the graph: the discriminator's gradient
             # comes from discriminator_loss only.
             critic = _unwrap(self.discriminator).requires_grad_(False)
-            g_loss = generator_loss(critic(frames_of(recon)))
+            g_loss = generator_loss(critic(fold_frames(recon)))
             critic.requires_grad_(True)
             if disc_factor > 0 and torch.is_grad_enabled():
                 d_weight = adaptive_weight(rec_loss, g_loss, self._last_layer(), self.disc_weight)
@@ -436,8 +426,8 @@ class DecoderObjective(BaseObjective):
             with torch.no_grad():
                 result = self.step_loss(batch, generator, step=step)
             target, recon = result.target, result.recon.detach()
-        logits_real = self.discriminator(frames_of(target).detach())
-        logits_fake = self.discriminator(frames_of(recon).detach())
+        logits_real = self.discriminator(fold_frames(target).detach())
+        logits_fake = self.discriminator(fold_frames(recon).detach())
         d_loss = hinge_d_loss(logits_real, logits_fake)
         factor = adopt_weight(step, self.disc_start)
         logs = {
@@ -450,6 +440,23 @@ class DecoderObjective(BaseObjective):
     def export(self, destination: str | Path, base_weights: str | Path) -> Path:
         """The base checkpoint with its decoder replaced by the trained one (official layout)."""
         return export_decoder(self.decoder, base_weights, destination)
+
+
+def _checkpoint_forward(module: nn.Module) -> None:
+    """Make ``module`` recompute its forward in the backward pass when gradients are on (idempotent)."""
+    if getattr(module, "_toonctl_checkpointed", False):
+        return
+    forward = module.forward
+
+    def checkpointed(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    module.forward = checkpointed
+    module._toonctl_checkpointed = True
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

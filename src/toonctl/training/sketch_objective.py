@@ -13,8 +13,9 @@ No official training code exists; this follows the paper and the released checkp
   toonctl; the checkpoint cannot tell which it was (training-spec §4.2), and the UNet is the network the
   residuals feed, so its weights are the natural ControlNet copy.
 * **Sketches**: per frame, white lines on black in [0, 1] at the video's size -- made on the fly by the
-  sketch extractor from the clip's frames (``ExtractedSketches``, optionally cached per clip on disk) or read
-  from a ``sketches/`` folder beside the clip (``read_folder_sketches``, for the data loader).
+  sketch extractor from the clip's frames (``sketch_sources.ExtractedSketches``, optionally cached per clip on
+  disk) or read from a ``sketches/`` folder beside the clip (``sketch_sources.read_folder_sketches``, by the
+  data loader).
 * **Which frames**: ``sparse_sketches.draw_hint_mask`` (the paper's bisection / random mixture). The other
   frames get no residual at all (``MaskedSketchControl``), as ``pipelines.sketch.SketchControl`` does at
   inference with sparse sketches.
@@ -29,8 +30,6 @@ then sees the empty prompt), and the sketch itself is never dropped.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +39,10 @@ from torch import nn
 from toonctl.models import fold_frames
 from toonctl.models.sketch_encoder import SketchEncoder, SketchEncoderConfig
 from toonctl.training.engine import BaseObjective, LossResult
+from toonctl.training.sketch_sources import ExtractedSketches
 from toonctl.training.sparse_sketches import SparsePattern, draw_hint_mask
 
-DEFAULT_LR = 5e-5  # the paper's (training-spec §4.1)
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_STEPS = 50_000
+DEFAULT_LR = 5e-5  # the paper's (training-spec §4.1), with batch 32 and 50K steps: the shared CLI defaults
 SKETCH_SOURCES = ("extract", "folder")
 
 # --------------------------------------------------------------------------------------------- initialisation
@@ -198,101 +196,6 @@ class MaskedSketchControl:
         return spread
 
 
-# --------------------------------------------------------------------------------------------- sketch sources
-
-
-def line_art_to_hint(art: torch.Tensor) -> torch.Tensor:
-    """The extractor's black lines on white in [-1, 1] -> the encoder's white lines on black in [0, 1]."""
-    return ((1 - art) / 2).clamp(0, 1)
-
-
-class ExtractedSketches:
-    """Sketches made by the sketch extractor from a batch's own frames (the paper: Anime2Sketch on the clips).
-
-    Args:
-        extractor: a ``SketchExtractor`` (frozen).
-        load_size: the extractor's square processing size (Anime2Sketch's 512; smaller is faster).
-        cache_dir: optional folder: each clip's hints are stored there under a hash of its frames and the
-            settings, and read back the next time the same frames come (epochs after the first skip the
-            extractor). Files are written atomically.
-    """
-
-    def __init__(self, extractor: nn.Module, *, load_size: int = 512, cache_dir: str | Path | None = None) -> None:
-        self.extractor = extractor
-        self.load_size = load_size
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.hits = 0
-        self.misses = 0
-
-    def _key(self, clip: torch.Tensor) -> str:
-        quantised = ((clip.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        digest = hashlib.sha1(quantised.numpy().tobytes())
-        digest.update(f"{tuple(clip.shape)}:{self.load_size}".encode())
-        return digest.hexdigest()
-
-    def __call__(self, video: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, T, H, W)`` in [-1, 1] -> ``(B, 1, T, H, W)`` hints in [0, 1]."""
-        from toonctl.pipelines.sketch import extract_line_art
-
-        hints = []
-        for clip in video:  # (3, T, H, W)
-            path = self.cache_dir / f"{self._key(clip)}.pt" if self.cache_dir is not None else None
-            if path is not None and path.is_file():
-                hints.append(torch.load(path, map_location="cpu", weights_only=True).float())
-                self.hits += 1
-                continue
-            art = extract_line_art(self.extractor, clip.transpose(0, 1), load_size=self.load_size)  # (T, 1, H, W)
-            hint = line_art_to_hint(art).transpose(0, 1).contiguous()  # (1, T, H, W)
-            self.misses += 1
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_suffix(".tmp")
-                torch.save(hint.half(), partial)  # lines are 8-bit data: half precision is exact enough
-                partial.replace(path)
-                hint = hint.half().float()  # the same numbers as a later cache hit
-            hints.append(hint)
-        return torch.stack(hints).to(video.device)
-
-
-def sketch_folder_for(clip_path: str | Path) -> Path:
-    """Where a clip's own sketches live: ``<clip's folder>/sketches/<clip name without suffix>/`` (clip
-    discovery never takes a ``sketches`` folder for a clip)."""
-    from toonctl.io.clips import SKETCH_FOLDER
-
-    clip_path = Path(clip_path)
-    return clip_path.parent / SKETCH_FOLDER / clip_path.stem
-
-
-def read_folder_sketches(
-    clip_path: str | Path, frame_indices: Sequence[int], size: tuple[int, int], fit: str = "crop"
-) -> torch.Tensor:
-    """A clip's sketches for the given source frames, from ``sketch_folder_for(clip_path)``.
-
-    Files are named by their source frame index (``0007.png``, ``frame_7.png``: the ``--sketches`` naming
-    of ``toonctl sketch-interp``); polarity is detected per file.
-
-    Returns:
-        ``(1, T, H, W)`` hints in [0, 1].
-
-    Raises:
-        DataError: no such folder, or a frame without its sketch (the message names both).
-    """
-    from toonctl.errors import DataError
-    from toonctl.io.sketches import list_sketches, read_sketch
-
-    folder = sketch_folder_for(clip_path)
-    if not folder.is_dir():
-        raise DataError(
-            f"{clip_path}: no sketch folder {folder}",
-            hint="put one sketch per frame there (named by frame index), or let the extractor make them",
-        )
-    files = list_sketches(folder)
-    missing = [i for i in frame_indices if i not in files]
-    if missing:
-        raise DataError(f"{folder}: no sketch for frames {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    return torch.stack([read_sketch(files[i], size, fit)[0][0] for i in frame_indices])[None]
-
-
 # --------------------------------------------------------------------------------------------- objective
 
 
@@ -374,16 +277,6 @@ class SketchEncoderObjective(BaseObjective):
     def compute_loss(self, batch, generator: torch.Generator | None) -> LossResult:
         result = self.step_loss(batch, generator)
         return LossResult(result.loss, result.logs)
-
-    def settings(self) -> dict:
-        from dataclasses import asdict
-
-        return {
-            "pattern": asdict(self.pattern),
-            "uncond_prob": self.uncond_prob,
-            "context": self.context,
-            "sketch_load_size": self.sketches.load_size if self.sketches is not None else None,
-        }
 
     def validate(self, step: int, folder: Path) -> list[Path]:
         """Sketch-guided interpolation of each validation clip's key frames, the extractor's sketches of its
@@ -558,23 +451,30 @@ def load_objective(
 ) -> SketchEncoderObjective:
     """Load the frozen model, the encoder to train and (``with_extractor``) the sketch extractor, fp32 on the
     CPU (the engine places them). Validation needs the extractor (``sketch_source="extract"``)."""
+    from toonctl.errors import ToonctlError
     from toonctl.models.sketch_encoder import load_sketch_encoder
     from toonctl.models.sketch_extractor import load_sketch_extractor
     from toonctl.pipelines.interpolate import InterpolationPipeline
 
     pattern = settings.pattern  # checks the numbers before anything loads
+    sketches = None
+    if with_extractor and settings.sketch_source == "extract":  # the small file first: its errors come fast
+        if settings.extractor is None:
+            raise ValueError("the sketch objective needs a sketch extractor to make its sketches")
+        extractor = load_sketch_extractor(settings.extractor)
+        multiple = extractor.config.size_multiple
+        if settings.sketch_size % multiple:
+            raise ToonctlError(
+                f"--sketch-size {settings.sketch_size} is not a multiple of {multiple} (this extractor's)",
+                hint=f"use e.g. {max(multiple, settings.sketch_size // multiple * multiple)}",
+            )
+        sketches = ExtractedSketches(extractor, load_size=settings.sketch_size, cache_dir=settings.sketch_cache)
     pipe = InterpolationPipeline.from_checkpoint(settings.weights, settings.config, device="cpu", dtype=torch.float32)
     if settings.encoder is not None:
         encoder = load_sketch_encoder(settings.encoder, SketchEncoderConfig.for_unet(pipe.config.unet))
         encoder = encoder.train().requires_grad_(True)
     else:
         encoder = new_sketch_encoder(pipe.unet)
-    sketches = None
-    if with_extractor and settings.sketch_source == "extract":
-        if settings.extractor is None:
-            raise ValueError("the sketch objective needs a sketch extractor to make its sketches")
-        extractor = load_sketch_extractor(settings.extractor)
-        sketches = ExtractedSketches(extractor, load_size=settings.sketch_size, cache_dir=settings.sketch_cache)
     return SketchEncoderObjective(
         pipe, encoder, sketches=sketches, pattern=pattern, uncond_prob=settings.uncond_prob, context=settings.context,
         validation_items=validation_items, validation_steps=validation_steps,

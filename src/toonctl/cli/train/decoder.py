@@ -14,7 +14,6 @@ from toonctl.cli.train._common import TrainRun, training_command
 
 WHAT = "What trains"
 LOSS = "Loss"
-PAPER_BATCH = 16
 EXAMPLES = [
     ("Fine-tune the released decoder on your clips",
      "toonctl train decoder clips/ -o runs/decoder --weights model.ckpt --size 256x256 --lpips-dir lpips/"),
@@ -76,11 +75,18 @@ def decoder(
 ) -> None:
     """Train the dual-reference decoder: L1 + 0.1 LPIPS (+ adversarial), the VAE encoder frozen.
 
-    Defaults follow the paper: lr 4.5e-6, effective batch 16. Without LPIPS weights on disk the loss is
+    Defaults follow the paper: lr 4.5e-6, effective batch 16, 60000 steps. Without LPIPS weights on disk the loss is
     L1 + (1 - SSIM). Validation (--validation-every) writes decode-bench's PSNR/SSIM/LPIPS of the validation
     clips to RUN/validation/. Export with `toonctl train export RUN -o model.safetensors`.
     """
-    from toonctl.training.decoder_objective import INIT_CHOICES, DecoderSettings, load_objective, perceptual_kind
+    from toonctl.training.decoder_objective import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_STEPS,
+        INIT_CHOICES,
+        DecoderSettings,
+        load_objective,
+        perceptual_kind,
+    )
     from toonctl.training.unet_objective import vae_factor
 
     if init not in INIT_CHOICES:
@@ -89,9 +95,11 @@ def decoder(
         raise typer.BadParameter("--image-decoder needs --init image-decoder", param_hint="--image-decoder")
     if image_decoder is not None and not image_decoder.is_file():
         raise typer.BadParameter(f"{image_decoder} does not exist", param_hint="--image-decoder")
-    source = ctx.get_parameter_source("effective_batch")
-    if source is None or source.name == "DEFAULT":  # not given: the paper's batch rather than the shared 32
-        run.effective_batch = PAPER_BATCH
+    # Not given: the paper's batch and length for the decoder rather than the shared defaults (32, 50000).
+    if _is_default(ctx, "effective_batch"):
+        run.effective_batch = DEFAULT_BATCH_SIZE
+    if _is_default(ctx, "max_steps"):
+        run.max_steps = DEFAULT_STEPS
     weights, config = run.find_model()
     data = run.data_settings(vae_factor(config))
     kind, reason = ("ssim", "") if no_lpips else perceptual_kind(lpips_dir)
@@ -116,3 +124,8 @@ def decoder(
         return load_objective(settings, clips)
 
     run.start("decoder", make_objective, settings.to_dict(), data)
+
+
+def _is_default(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is None or source.name == "DEFAULT"

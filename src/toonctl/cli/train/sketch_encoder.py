@@ -131,9 +131,9 @@ def sketch_encoder(
     frames (80%) or a random subset (20%); the other frames get no control. Export the encoder with
     `toonctl train export RUN -o sketch_encoder.ckpt` and use it with `toonctl sketch-interp --sketch-encoder`.
     """
-    from toonctl.cli.sketch import _weights_file
     from toonctl.pipelines.interpolate import latent_factor
     from toonctl.training.sketch_objective import SKETCH_SOURCES, SketchSettings, load_objective
+    from toonctl.weights import EXTRACTOR_FILES, find_weights_file
 
     if sketches not in SKETCH_SOURCES:
         raise typer.BadParameter(f"--sketches must be extract or folder, got {sketches!r}", param_hint="--sketches")
@@ -145,7 +145,7 @@ def sketch_encoder(
     data = replace(run.data_settings(latent_factor(config)), sketch_folders=sketches == "folder")
     extractor_path = None
     if sketches == "extract":
-        extractor_path = _weights_file(extractor, ("sketch_extractor.pth",), "--sketch-extractor", weights)
+        extractor_path = find_weights_file(extractor, EXTRACTOR_FILES, beside=weights, option="--sketch-extractor")
     settings = SketchSettings(
         weights=str(weights), config=None if run.config is None else str(run.config),
         encoder=None if encoder is None else str(encoder), sketch_source=sketches,
