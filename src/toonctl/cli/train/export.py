@@ -40,8 +40,8 @@ def export(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")] = False,
 ) -> None:
     """Write a run's trained weights: a full checkpoint in the official key layout (loads with
-    `toonctl interpolate --weights`), or for a LoRA run the adapter file (with --merge: a full checkpoint with
-    the adapter merged in)."""
+    `toonctl interpolate --weights`), or for a LoRA run the adapter file (`--lora FILE[:SCALE]` at inference;
+    with --merge: a full checkpoint with the adapter merged in)."""
     from toonctl.training.objectives import export_run
 
     out = Output(json_mode=json_out, quiet=quiet)
