@@ -106,8 +106,9 @@ def _thumb(frame: np.ndarray, width: int) -> Image.Image:
 
 
 def _save(image: Image.Image, path: Path) -> Path:
+    from toonctl.io.atomic import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    image.save(partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        image.save(partial)
     return path

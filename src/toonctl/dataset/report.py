@@ -115,7 +115,7 @@ def write_report(root: Path, parts: list[dict], summary: dict, settings: BuildSe
         )
     _sheets(root, parts, folder)
     store.write_json(folder / "summary.json", summary)
-    store.write_text_atomically(folder / "README.md", markdown(summary))
+    store.write_text_atomic(folder / "README.md", markdown(summary))
     return folder
 
 

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from toonctl.errors import DataError
-from toonctl.io.clips import ClipRecord, write_manifest, write_text_atomically
+from toonctl.io.atomic import write_bytes_atomic, write_text_atomic
+from toonctl.io.clips import ClipRecord, write_manifest
 
 BUILD_FILE = "build.json"
 PARTS = "parts"
@@ -63,22 +62,14 @@ def clip_folder(root: Path, key: str) -> Path:
 
 
 def write_json(path: Path, data: dict) -> None:
-    write_text_atomically(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def write_samples(path: Path, samples: dict[str, np.ndarray]) -> None:
     """``{clip name: (3, H, W, 3) uint8}`` as a compressed npz, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **samples)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(buffer.getvalue())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def read_samples(root: Path, key: str) -> dict[str, np.ndarray]:
@@ -155,5 +146,5 @@ def write_outputs(root: Path, parts: list[dict]) -> tuple[int, int]:
         for clip in part["clips"]
         if clip["dropped_by"] != "short"
     ]
-    write_text_atomically(root / SCORES, "".join(line + "\n" for line in lines))
+    write_text_atomic(root / SCORES, "".join(line + "\n" for line in lines))
     return len(records), len(lines)

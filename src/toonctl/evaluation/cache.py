@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from toonctl.io.atomic import write_bytes_atomic
 
 
 def entry_path(root: Path, clip_id: str, engine: str) -> Path:
@@ -42,7 +42,6 @@ def load(path: Path, meta: dict[str, Any]) -> tuple[np.ndarray, float | None] | 
 
 def store(path: Path, frames: np.ndarray, meta: dict[str, Any], seconds: float | None = None) -> None:
     """Write ``frames`` (``(T, H, W, 3)`` uint8), ``meta`` and the generation time to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,
@@ -50,11 +49,4 @@ def store(path: Path, frames: np.ndarray, meta: dict[str, Any], seconds: float |
         meta=np.array(json.dumps(meta)),
         seconds=np.array(float("nan") if seconds is None else seconds),
     )
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(buffer.getvalue())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, buffer.getvalue())

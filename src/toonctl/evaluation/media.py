@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from toonctl.io.atomic import write_bytes_atomic
 
 THUMB_HEIGHT = 128
 LABEL_WIDTH = 120
@@ -61,15 +62,9 @@ def side_by_side(rows: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
 
 def save_png_atomically(image: Image.Image, path: Path) -> None:
     """Save ``image`` as PNG under a temporary name beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
-        image.save(temporary, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_clip_media(folder: Path, rows: Sequence[tuple[str, np.ndarray]], fps: float) -> dict[str, str]:

@@ -96,11 +96,11 @@ class EvalReport:
 
     def write(self, folder: Path) -> dict[str, Path]:
         """``report.json`` and ``report.csv`` in ``folder``, each written atomically."""
-        from toonctl.io.clips import write_text_atomically
+        from toonctl.io.atomic import write_text_atomic
 
         paths = {"json": Path(folder) / "report.json", "csv": Path(folder) / "report.csv"}
-        write_text_atomically(paths["json"], self.to_json() + "\n")
-        write_text_atomically(paths["csv"], self.to_csv())
+        write_text_atomic(paths["json"], self.to_json() + "\n")
+        write_text_atomic(paths["csv"], self.to_csv())
         return paths
 
     def table(self):

@@ -96,9 +96,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically; the file gets the usual umask permissions."""
+    """Write ``text`` (UTF-8) to ``path`` atomically (creating its folder); usual umask permissions."""
     with atomic_path(path) as temp:
+        temp.parent.mkdir(parents=True, exist_ok=True)
         temp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (creating its folder); the file gets the usual umask permissions."""
+    with atomic_path(path) as temp:
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_bytes(data)
     return Path(path)
 
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from toonctl.errors import DataError
+from toonctl.io.atomic import write_text_atomic
 from toonctl.io.frames import IMAGE_SUFFIXES, MAX_PIXELS, list_frame_files, natural_key
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")  # decoded by ffmpeg
@@ -168,7 +167,7 @@ def write_manifest(records: Iterable[ClipRecord], path: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
         text = buffer.getvalue()
-    write_text_atomically(path, text)
+    write_text_atomic(path, text)
     return path
 
 
@@ -186,27 +185,6 @@ def _row(record: ClipRecord, root: Path, extra_columns: list[str]) -> dict:
     }
     row.update({column: record.extra.get(column, "") for column in extra_columns})
     return row
-
-
-def write_text_atomically(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 # --------------------------------------------------------------------------------------------- discovery

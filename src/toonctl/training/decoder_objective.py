@@ -331,11 +331,10 @@ class DecoderObjective(BaseObjective):
                 row["lpips"] = lpips(recon.to(lpips.shift.device), target.to(lpips.shift.device)).mean().item()
             rows.append(row)
         means = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "clip"}
-        folder.mkdir(parents=True, exist_ok=True)
+        from toonctl.io.atomic import write_text_atomic
+
         path = folder / f"step-{step:07d}.json"
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps({"step": step, "mean": means, "clips": rows}, indent=1), encoding="utf-8")
-        partial.replace(path)
+        write_text_atomic(path, json.dumps({"step": step, "mean": means, "clips": rows}, indent=1))
         return [path]
 
     # -- the data flow

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from toonctl.io.clips import write_text_atomically
+from toonctl.io.atomic import write_text_atomic
 
 
 def tensorboard_available() -> bool:
@@ -63,7 +63,7 @@ class MetricsLogger:
         writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
         writer.writerows(self._rows)
-        write_text_atomically(self.csv_path, buffer.getvalue())
+        write_text_atomic(self.csv_path, buffer.getvalue())
 
     def close(self) -> None:
         if self._writer is not None:

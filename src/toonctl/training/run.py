@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from toonctl.errors import ToonctlError
-from toonctl.io.clips import write_text_atomically
+from toonctl.io.atomic import write_text_atomic
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "trainer_state.json"
@@ -143,7 +143,7 @@ class RunFolder:
 
     def write_config(self, config: Mapping[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(self.config_path, json.dumps(config, indent=2, default=str) + "\n")
+        write_text_atomic(self.config_path, json.dumps(config, indent=2, default=str) + "\n")
 
     # -- checkpoints -------------------------------------------------------------------------------
 
@@ -190,7 +190,7 @@ class RunFolder:
     def commit_checkpoint(self, step: int, state: Mapping[str, Any], *, keep: int) -> Path:
         """Write ``trainer_state.json``, rename the temporary folder into place, drop all but ``keep`` newest."""
         partial = self.partial_dir(step)
-        write_text_atomically(partial / STATE_FILE, json.dumps(dict(state), indent=2) + "\n")
+        write_text_atomic(partial / STATE_FILE, json.dumps(dict(state), indent=2) + "\n")
         final = self.checkpoints_dir / checkpoint_name(step)
         if final.exists():
             shutil.rmtree(final)
