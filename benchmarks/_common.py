@@ -90,3 +90,23 @@ class Timer:
         yield result
         synchronize(self.device)
         result[0] = time.perf_counter() - start
+
+
+def step_table(script: str, flag: str, names: list[str], args, extra: list[str] = ()) -> None:
+    """Run ``script --<flag> NAME ...`` once per name in a fresh process (its peak RSS is its own) and print
+    the rows as a Markdown table: name, trainable parameters, seconds per step, peak GiB."""
+    import json
+    import subprocess
+    import sys
+
+    rows = []
+    for name in names:
+        command = [sys.executable, script, f"--{flag}", name, "--device", args.device, "--model", args.model,
+                   "--size", args.size, "--frames", str(args.frames), *extra]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"{rows[0]['device']}, torch {rows[0]['torch']}, {args.model} model, {args.size}x{args.frames}")
+    print(f"| {flag} | trainable params | seconds / step | peak GiB |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row[flag]} | {row['trainable']:,} | {row['seconds']:.2f} | {row['peak_gib']:.2f} |")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -170,19 +169,11 @@ def main() -> None:
     if args.mode:
         print(json.dumps(one_mode(args)))
         return
-    rows = []
-    for mode in args.modes.split(","):
-        command = [sys.executable, __file__, "--mode", mode, "--device", args.device, "--model", args.model,
-                   "--size", args.size, "--frames", str(args.frames)]  # fmt: skip
-        if args.gradient_checkpointing:
-            command.append("--gradient-checkpointing")
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"{rows[0]['device']}, torch {rows[0]['torch']}, {args.model} model, {args.size}x{args.frames}")
-    print("| mode | trainable params | seconds / step | peak GiB |")
-    print("|---|---:|---:|---:|")
-    for row in rows:
-        print(f"| {row['mode']} | {row['trainable']:,} | {row['seconds']:.2f} | {row['peak_gib']:.2f} |")
+    sys.path.insert(0, str(HERE))
+    from _common import step_table
+
+    extra = ["--gradient-checkpointing"] if args.gradient_checkpointing else []
+    step_table(__file__, "mode", args.modes.split(","), args, extra)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -181,17 +180,10 @@ def main() -> None:
     if args.objective:
         print(json.dumps(one_objective(args)))
         return
-    rows = []
-    for name in args.objectives.split(","):
-        command = [sys.executable, __file__, "--objective", name, "--device", args.device, "--model", args.model,
-                   "--size", args.size, "--frames", str(args.frames)]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"{rows[0]['device']}, torch {rows[0]['torch']}, {args.model} model, {args.size}x{args.frames}")
-    print("| objective | trainable params | seconds / step | peak GiB |")
-    print("|---|---:|---:|---:|")
-    for row in rows:
-        print(f"| {row['objective']} | {row['trainable']:,} | {row['seconds']:.2f} | {row['peak_gib']:.2f} |")
+    sys.path.insert(0, str(HERE))
+    from _common import step_table
+
+    step_table(__file__, "objective", args.objectives.split(","), args)
 
 
 if __name__ == "__main__":
