@@ -3,7 +3,8 @@
 The loss is the official interpolation objective (``toonctl.training.objective.interpolation_loss``) with
 every draw taken from the engine's step generator. What trains is a preset or a ``--trainable`` regular
 expression (``toonctl.training.trainable``), or LoRA adapters (``toonctl.training.lora``). The VAE and the
-CLIP towers are frozen.
+CLIP towers are frozen. With ``latent_cache`` (``--cache-latents DIR``) each frame's VAE posterior is read from
+``toonctl.training.latent_cache`` when already encoded: the same loss, without the repeated encodes.
 
 Default learning rates (``--lr`` overrides):
 
@@ -19,7 +20,7 @@ Dropout 0.1 in the ResBlocks and temporal convolutions, as the official ``unet_c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,19 @@ class UNetObjective(BaseObjective):
 
     name = "unet"
 
-    def __init__(self, pipe, settings: UNetSettings, validation_items=()) -> None:
+    def __init__(
+        self, pipe, settings: UNetSettings, validation_items=(), latent_cache: str | Path | None = None
+    ) -> None:
         from toonctl.training.trainable import apply_trainable
 
         self.pipe = pipe
         self.settings = settings
         self.validation_items = list(validation_items)
+        self.latent_cache = None
+        if latent_cache is not None:
+            from toonctl.training.latent_cache import LatentCache
+
+            self.latent_cache = LatentCache(latent_cache, pipe)
         if hasattr(pipe.unet, "set_dropout"):
             pipe.unet.set_dropout(settings.dropout)
         if settings.lora_rank:
@@ -114,6 +122,8 @@ class UNetObjective(BaseObjective):
             num_timesteps=len(self.pipe.schedule["sqrt_alphas_cumprod"]),
             device=batch.video.device,
         )
+        if self.latent_cache is not None and batch.posterior is None:
+            batch = replace(batch, posterior=self.latent_cache.posterior(self.pipe, batch.video))
         result = interpolation_loss(self.pipe, batch, draws, uncond_prob=self.settings.uncond_prob)
         return LossResult(result.loss)
 
@@ -172,12 +182,18 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return getattr(module, "module", module)
 
 
-def load_objective(settings: UNetSettings, validation_items=()) -> UNetObjective:
-    """Load the model of ``settings`` (fp32, on the CPU: the engine places it) and build the objective."""
+def load_objective(
+    settings: UNetSettings, validation_items=(), latent_cache: str | Path | None = None
+) -> UNetObjective:
+    """Load the model of ``settings`` (fp32, on the CPU: the engine places it) and build the objective.
+
+    ``latent_cache``: a folder of cached VAE posteriors (``toonctl.training.latent_cache``), or None. It is not
+    a setting of the run (it never changes the loss), so a resumed run may use another one or none.
+    """
     from toonctl.pipelines.interpolate import InterpolationPipeline
 
     pipe = InterpolationPipeline.from_checkpoint(settings.weights, settings.config, device="cpu", dtype=torch.float32)
-    return UNetObjective(pipe, settings, validation_items)
+    return UNetObjective(pipe, settings, validation_items, latent_cache)
 
 
 def from_settings(values: dict[str, Any]) -> UNetObjective:

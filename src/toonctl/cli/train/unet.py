@@ -5,6 +5,7 @@ Parsing and printing only; the work is in ``toonctl.training`` (imported when th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +17,8 @@ EXAMPLES = [
     ("Continue it after a stop", "toonctl train unet clips/ -o runs/rectify --weights model.ckpt --resume"),
     ("A LoRA adapter, 24 GB card", "toonctl train unet clips/ -o runs/lora --lora-rank 16 --mixed-precision bf16 "
      "--gradient-checkpointing"),
+    ("Encode each frame once (later epochs and runs read DIR)",
+     "toonctl train unet clips/ -o runs/rectify --weights model.ckpt --cache-latents cache/latents"),
     ("8 GPUs", "accelerate launch --num_processes 8 -m toonctl train unet clips/ -o runs/r --mixed-precision bf16"),
 ]  # fmt: skip
 
@@ -68,6 +71,16 @@ def unet(
             help="Classifier-free-guidance dropout p (text dropped when r < 2p, image when p <= r < 3p).",
         ),
     ] = 0.05,
+    cache_latents: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-latents",
+            metavar="DIR",
+            show_default=False,
+            help="Cache each frame's VAE posterior in DIR and skip the encode of frames already there (same "
+            "loss; keyed by the frame's pixels and the VAE's weights).",
+        ),
+    ] = None,
     validation_steps: Annotated[
         int, typer.Option("--validation-steps", min=1, max=1000, help="DDIM steps of the validation clips.")
     ] = 10,
@@ -102,6 +115,6 @@ def unet(
                 data,
                 1 if not run.validation_clips else len(run.validation_clips),
             )
-        return load_objective(settings, items)
+        return load_objective(settings, items, cache_latents)
 
     run.start("unet", make_objective, settings.to_dict(), data)
