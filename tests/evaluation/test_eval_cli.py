@@ -106,3 +106,32 @@ def test_bad_input_is_one_error_line(clips, tmp_path):
     assert invoke(clips, "-o", tmp_path / "r", "--decoder", "bogus").exit_code == 2
     no_model = invoke(clips, "-o", tmp_path / "r", "--engines", "toonctl")
     assert no_model.exit_code == 1 and "Error:" in no_model.stderr
+
+
+def test_lora_adds_an_engine_with_the_adapter_merged(clips, tmp_path):
+    pytest.importorskip("peft")
+    import torch
+
+    from toonctl.pipelines.interpolate import InterpolationPipeline
+    from toonctl.training.lora import add_lora, save_lora_adapter
+    from toonctl.training.trainable import LoraSpec
+
+    unet = InterpolationPipeline.from_checkpoint(TINY, TINY_A / "config.yaml").unet
+    spec = LoraSpec(rank=2, alpha=2.0)
+    add_lora(unet, spec)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if ".lora_B." in name:  # a trained adapter's stand-in: it changes the output
+                param.copy_(0.5 * torch.randn(param.shape, generator=gen))
+    adapter = save_lora_adapter(unet, tmp_path / "style.safetensors", spec)
+    out = tmp_path / "report"
+    args = [clips, "-o", out, "--weights", TINY, "--engines", "toonctl", "--lora", adapter, "--lora", f"{adapter}:0"]
+    result = invoke(*args, *QUICK, "--no-media", "--json")
+    assert result.exit_code == 0, result.output
+    summary = {row["engine"]: row for row in json.loads(result.stdout)["summary"]}
+    assert list(summary) == ["toonctl", "toonctl+style", "toonctl+style@0", "real"]
+    assert summary["toonctl+style@0"]["psnr"] == summary["toonctl"]["psnr"]  # scale 0 is the base model
+    assert summary["toonctl+style"]["psnr"] != summary["toonctl"]["psnr"]
+    missing = invoke(clips, "-o", out, "--weights", TINY, "--lora", tmp_path / "none.safetensors", *QUICK)
+    assert missing.exit_code == 1 and missing.stderr.count("Error:") == 1 and "Traceback" not in missing.output

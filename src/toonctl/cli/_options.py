@@ -236,7 +236,7 @@ CompileOpt = Annotated[
 ]  # fmt: skip
 
 
-def _check_loras(values: list[str] | None) -> list[str] | None:
+def check_loras(values: list[str] | None) -> list[str] | None:
     """Refuse a ``--lora`` value without a file or with a bad scale as a usage error (exit 2)."""
     for text in values or []:
         try:
@@ -249,7 +249,7 @@ def _check_loras(values: list[str] | None) -> list[str] | None:
 LoraOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--lora", metavar="FILE[:SCALE]", callback=_check_loras, rich_help_panel=MODEL, show_default=False,
+        "--lora", metavar="FILE[:SCALE]", callback=check_loras, rich_help_panel=MODEL, show_default=False,
         help="A LoRA adapter (from `toonctl train`) merged into the UNet at load, at SCALE (default 1; 0 = off). "
         "Repeat to merge several.",
     ),

@@ -109,6 +109,18 @@ def evaluate(
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16, fp16.", rich_help_panel=opt.MODEL)] = "auto",
     decoder: opt.DecoderOpt = "dualref",
     offload: opt.OffloadOpt = "none",
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lora",
+            metavar="FILE[:SCALE]",
+            callback=opt.check_loras,
+            rich_help_panel=opt.MODEL,
+            show_default=False,
+            help="Also evaluate the (first) checkpoint with this LoRA adapter merged (default scale 1): one more "
+            "engine per --lora, named toonctl+<file stem>, to compare base and fine-tuned.",
+        ),
+    ] = None,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -121,7 +133,7 @@ def evaluate(
     from toonctl.evaluation.setup import build_run
     from toonctl.io.clips import discover_clips
     from toonctl.pipelines.placement import OFFLOAD_MODES
-    from toonctl.presets import FIT_MODES, parse_size
+    from toonctl.presets import FIT_MODES, parse_lora, parse_size
 
     if fit not in FIT_MODES:
         raise typer.BadParameter(f"choose one of {', '.join(FIT_MODES)}", param_hint="--fit")
@@ -143,7 +155,7 @@ def evaluate(
         rife_weights=rife_weights, num_frames=num_frames, frame_stride=frame_stride, fs=fs, size=requested_size,
         fit=fit, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, eta=eta, seed=seed,
         max_clips=max_clips, media=media, output=output, device=torch_device, dtype=torch_dtype, decoder=decoder,
-        offload=offload,
+        offload=offload, loras=[parse_lora(text) for text in lora or []],
     )  # fmt: skip
     from rich.markup import escape
 

@@ -73,6 +73,7 @@ class ToonctlEngine:
     dtype: torch.dtype = torch.float32
     decoder: str = "dualref"  # the VAE decode stage (toonctl.pipelines.decoders)
     offload: str = "none"  # toonctl.pipelines.placement.OFFLOAD_MODES
+    loras: tuple[tuple[Path, float], ...] = ()  # LoRA adapters merged at load, (path, scale)
     loader: Callable[[], Any] | None = None  # builds the pipeline (default: from_checkpoint)
     _pipe: Any = None
 
@@ -84,6 +85,7 @@ class ToonctlEngine:
             "weights_bytes": stat.st_size if stat else None,
             "dtype": str(self.dtype).removeprefix("torch."),
             "decoder": self.decoder,
+            "loras": [[path.name, path.stat().st_size, scale] for path, scale in self.loras],
             **self.settings.__dict__,
         }
 
@@ -97,7 +99,7 @@ class ToonctlEngine:
 
                 self._pipe = InterpolationPipeline.from_checkpoint(
                     self.weights, self.config, device=self.device, dtype=self.dtype, decoder=self.decoder,
-                    offload=self.offload,
+                    offload=self.offload, loras=self.loras,
                 )  # fmt: skip
         return self._pipe
 

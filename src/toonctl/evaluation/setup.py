@@ -62,6 +62,7 @@ def build_run(
     dtype: torch.dtype = torch.float32,
     decoder: str = "dualref",
     offload: str = "none",
+    loras: Sequence[tuple[Path, float]] = (),
 ) -> EvalRun:
     """Resolve the choices of ``toonctl eval`` (see its help) into an ``EvalRun``.
 
@@ -101,11 +102,12 @@ def build_run(
         if name == "toonctl":
             labels = checkpoint_labels([path for path, _ in checkpoints])
             for label, (path, cfg) in zip(labels, checkpoints, strict=True):
-                engines.append(
-                    ToonctlEngine(
-                        label, path, cfg, settings, device=device, dtype=dtype, decoder=decoder, offload=offload
-                    )
-                )
+                common = dict(settings=settings, device=device, dtype=dtype, decoder=decoder, offload=offload)
+                engines.append(ToonctlEngine(label, path, cfg, **common))
+                # Each adapter is one more engine: this checkpoint with the adapter merged (base vs fine-tuned).
+                for lora_path, scale in loras if label == labels[0] else ():
+                    lora_label = f"{label}+{Path(lora_path).stem}" + ("" if scale == 1 else f"@{scale:g}")
+                    engines.append(ToonctlEngine(lora_label, path, cfg, loras=((Path(lora_path), scale),), **common))
         elif name == "blend":
             engines.append(BlendEngine())
         elif name == "rife":
