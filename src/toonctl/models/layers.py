@@ -2,6 +2,11 @@
 
 ``FP32GroupNorm`` is ``lvdm.basics.GroupNormSpecific``; ``Upsample`` is ``openaimodel3d.Upsample``
 (``dims=2``), which the official dual-reference decoder also uses.
+
+``can_overwrite``, ``InplaceSiLU`` and ``add_into`` let inference reuse the buffers of intermediates nobody
+else reads (a norm's output, a residual branch's output) instead of allocating a new one per op. The values
+are bit for bit those of the out-of-place ops (the same kernels; ``a + b`` and ``b + a`` round alike); only the
+allocations go. While autograd records, everything stays out of place.
 """
 
 from __future__ import annotations
@@ -20,6 +25,43 @@ def normal_parameter(*shape: int, std: float) -> nn.Parameter:
     would ignore the meta device altogether.
     """
     return nn.Parameter(torch.randn(*shape).mul_(std))
+
+
+def can_overwrite() -> bool:
+    """True when intermediates may be overwritten in place: no autograd graph is being recorded."""
+    return not torch.is_grad_enabled()
+
+
+def same_layout(fresh: torch.Tensor, other: torch.Tensor) -> bool:
+    """Whether ``fresh`` can hold ``fresh (op) other``: same dtype as the result, and the layout the
+    out-of-place op would give (same strides, or ``other`` broadcast into it). A different memory format would
+    steer later convolutions to other kernels, and the bits would change."""
+    if fresh.dtype != torch.result_type(fresh, other):
+        return False
+    if fresh.shape == other.shape:
+        return fresh.stride() == other.stride()
+    return fresh.shape == torch.broadcast_shapes(fresh.shape, other.shape) and fresh.is_contiguous()
+
+
+def add_into(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``other + fresh``, written into ``fresh`` (a tensor only the caller holds) when ``can_overwrite()`` and
+    ``same_layout``; bit for bit the out-of-place sum either way."""
+    if can_overwrite() and same_layout(fresh, other):
+        return fresh.add_(other)
+    return other + fresh
+
+
+class InplaceSiLU(nn.SiLU):
+    """``nn.SiLU`` that overwrites its input when ``can_overwrite()``: for inputs nothing else reads (the
+    output of the norm before it in a ``Sequential``). Parameter-free, so state dicts are unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x, inplace=can_overwrite())
+
+
+def silu_(fresh: torch.Tensor) -> torch.Tensor:
+    """``F.silu``, in place on ``fresh`` (a tensor only the caller holds) when ``can_overwrite()``."""
+    return F.silu(fresh, inplace=can_overwrite())
 
 
 class FP32GroupNorm(nn.GroupNorm):
