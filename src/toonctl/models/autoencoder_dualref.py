@@ -35,7 +35,7 @@ from toonctl.models.layers import (
     FP32GroupNorm,
     InplaceSiLU,
     Upsample,
-    add_into,
+    add_reusing,
     can_overwrite,
     same_layout,
     silu_,
@@ -81,7 +81,7 @@ class ResnetBlock(nn.Module):
         h = self.conv1(silu_(self.norm1(x)))
         h = self.conv2(silu_(self.norm2(h)))
         skip = x if self.nin_shortcut is None else self.nin_shortcut(x)
-        return add_into(h, skip)  # skip + h
+        return add_reusing(skip, h, reuse=h)
 
 
 class TemporalResBlock(nn.Module):
@@ -109,7 +109,8 @@ class TemporalResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T, H, W) -> (B, C, T, H, W)``; the norms see all T frames at once."""
-        return add_into(self.out_layers(self.in_layers(x)), x)  # x + branch
+        branch = self.out_layers(self.in_layers(x))
+        return add_reusing(x, branch, reuse=branch)
 
 
 class VideoResBlock(ResnetBlock):
@@ -163,7 +164,8 @@ class SpatialSelfAttention(nn.Module):
         q, k, v = (proj(x_n).flatten(2).transpose(1, 2).unsqueeze(1) for proj in (self.q, self.k, self.v))
         out = attention(q, k, v)  # (N, 1, H*W, C)
         out = out.squeeze(1).transpose(1, 2).reshape(n, c, h, w)
-        return add_into(self.proj_out(out), x)  # x + proj_out(out)
+        out = self.proj_out(out)
+        return add_reusing(x, out, reuse=out)
 
 
 class Downsample(nn.Module):
@@ -267,7 +269,7 @@ class FusionCrossAttention(nn.Module):
         out = merge_heads(out).reshape(bt, h * w, -1)  # (B*T, H*W, inner)
         # 4. project back and add: (B*T, H*W, C) -> (B*T, C, H, W)
         out = self.to_out(out).transpose(1, 2).reshape(bt, c, h, w)
-        return add_into(out, x)  # x + out
+        return add_reusing(x, out, reuse=out)
 
 
 class TimeMixConv(nn.Conv2d):

@@ -3,13 +3,15 @@
 ``FP32GroupNorm`` is ``lvdm.basics.GroupNormSpecific``; ``Upsample`` is ``openaimodel3d.Upsample``
 (``dims=2``), which the official dual-reference decoder also uses.
 
-``can_overwrite``, ``InplaceSiLU`` and ``add_into`` let inference reuse the buffers of intermediates nobody
+``can_overwrite``, ``InplaceSiLU`` and ``add_reusing`` let inference reuse the buffers of intermediates nobody
 else reads (a norm's output, a residual branch's output) instead of allocating a new one per op. The values
 are bit for bit those of the out-of-place ops (the same kernels; ``a + b`` and ``b + a`` round alike); only the
 allocations go. While autograd records, everything stays out of place.
 """
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -38,17 +40,34 @@ def same_layout(fresh: torch.Tensor, other: torch.Tensor) -> bool:
     steer later convolutions to other kernels, and the bits would change."""
     if fresh.dtype != torch.result_type(fresh, other):
         return False
-    if fresh.shape == other.shape:
-        return fresh.stride() == other.stride()
-    return fresh.shape == torch.broadcast_shapes(fresh.shape, other.shape) and fresh.is_contiguous()
+    if fresh.shape == other.shape and fresh.stride() == other.stride():
+        return True
+    if fresh.shape != torch.broadcast_shapes(fresh.shape, other.shape) or fresh.stride() != _row_major(fresh.shape):
+        return False
+    # fresh row-major (to the strides of its size-1 dims, which decide what channels-last checks see) and an
+    # other whose strides fall in row-major order (a strided or broadcast view): the out-of-place result is
+    # row-major too.
+    strides = [st for size, st in zip(other.shape, other.stride(), strict=True) if size > 1]
+    return all(a >= b for a, b in pairwise(strides))
 
 
-def add_into(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """``other + fresh``, written into ``fresh`` (a tensor only the caller holds) when ``can_overwrite()`` and
-    ``same_layout``; bit for bit the out-of-place sum either way."""
-    if can_overwrite() and same_layout(fresh, other):
-        return fresh.add_(other)
-    return other + fresh
+def _row_major(shape: torch.Size) -> tuple[int, ...]:
+    """The strides of a contiguous tensor of ``shape``."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def add_reusing(a: torch.Tensor, b: torch.Tensor, *, reuse: torch.Tensor) -> torch.Tensor:
+    """``a + b``, written into ``reuse`` (``a`` or ``b``: a tensor only the caller holds) when
+    ``can_overwrite()`` and ``same_layout``. Otherwise ``a + b`` in that order: with operands of different
+    layouts the order decides the result's layout, which the later kernels see."""
+    other = b if reuse is a else a
+    if can_overwrite() and same_layout(reuse, other):
+        return reuse.add_(other)
+    return a + b
 
 
 class InplaceSiLU(nn.SiLU):
