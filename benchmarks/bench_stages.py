@@ -85,8 +85,11 @@ def _measure(fn) -> dict[str, float]:
 def _apply_variant(module, variant: str):
     import torch
 
-    if variant == "channels_last":
-        return module.to(memory_format=torch.channels_last)
+    if variant == "channels_last":  # the 4-D (Conv2d) weights only: Conv3d weights have no such format
+        for param in module.parameters():
+            if param.ndim == 4:
+                param.data = param.data.contiguous(memory_format=torch.channels_last)
+        return module
     if variant == "compile":
         return torch.compile(module)
     return module
