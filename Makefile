@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install -c constraints/cpu.txt -e '.[dev]'
+	$(PY) -m pip install -c constraints/cpu.txt -e '.[dev,dataset,train,tensorboard]'
 
 # The main job on the examples: download the weights once (10.5 GB), then interpolate a bouncing ball.
 demo: install

@@ -1,16 +1,15 @@
-"""Helpers shared by the benchmark scripts: random full-size weights, peak memory, machine facts."""
+"""Helpers shared by the benchmark scripts: random full-size weights, timing, machine facts (peak memory:
+``toonctl.peak_memory.PeakMemory``)."""
 
 from __future__ import annotations
 
 import math
 import platform
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 import torch
 
 from toonctl.convert.tooncrafter import COMPONENTS, build_empty
@@ -60,39 +59,6 @@ def official_state_dict(parts: dict[str, object]) -> dict[str, torch.Tensor]:
     return state
 
 
-class PeakMemory:
-    """Peak memory of a block: CUDA peak allocation on a GPU, else the process's peak RSS (sampled)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peak_bytes = 0
-
-    @contextmanager
-    def measure(self) -> Iterator[PeakMemory]:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            yield self
-            torch.cuda.synchronize(self.device)
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
-            return
-        process = psutil.Process()
-        peak = [process.memory_info().rss]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.wait(0.02):
-                peak[0] = max(peak[0], process.memory_info().rss)
-
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            done.set()
-            thread.join()
-            self.peak_bytes = max(peak[0], process.memory_info().rss)
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -124,3 +90,23 @@ class Timer:
         yield result
         synchronize(self.device)
         result[0] = time.perf_counter() - start
+
+
+def step_table(script: str, flag: str, names: list[str], args, extra: list[str] = ()) -> None:
+    """Run ``script --<flag> NAME ...`` once per name in a fresh process (its peak RSS is its own) and print
+    the rows as a Markdown table: name, trainable parameters, seconds per step, peak GiB."""
+    import json
+    import subprocess
+    import sys
+
+    rows = []
+    for name in names:
+        command = [sys.executable, script, f"--{flag}", name, "--device", args.device, "--model", args.model,
+                   "--size", args.size, "--frames", str(args.frames), *extra]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"{rows[0]['device']}, torch {rows[0]['torch']}, {args.model} model, {args.size}x{args.frames}")
+    print(f"| {flag} | trainable params | seconds / step | peak GiB |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row[flag]} | {row['trainable']:,} | {row['seconds']:.2f} | {row['peak_gib']:.2f} |")

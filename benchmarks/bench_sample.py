@@ -20,7 +20,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (  # noqa: E402
     FLOOR_TFLOP_PER_SAMPLE,
-    PeakMemory,
     Timer,
     machine_info,
     random_components,
@@ -31,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from toonctl.device import resolve_device, resolve_dtype  # noqa: E402
 from toonctl.models.attention import set_attention_backend  # noqa: E402
 from toonctl.models.configs import ToonCrafterConfig  # noqa: E402
+from toonctl.peak_memory import PeakMemory  # noqa: E402
 from toonctl.pipelines.interpolate import InterpolationNoise, InterpolationPipeline  # noqa: E402
 
 
@@ -76,14 +76,14 @@ def main() -> None:
     noise = InterpolationNoise.draw(
         num_frames=frames, latent_hw=(height // 8, width // 8), num_steps=steps, generator=gen
     )
-    timer, memory = Timer(device), PeakMemory(device)
+    timer = Timer(device)
     stages: dict[str, dict] = {}
 
     def stage(name: str, fn, flops_fn=None):
-        with memory.measure(), timer() as elapsed:
+        with PeakMemory(device) as memory, timer() as elapsed:
             result = fn()
         flops = count_flops(flops_fn or fn) if not args.compile else float("nan")
-        stages[name] = {"seconds": elapsed[0], "tflop": flops / 1e12, "peak_gib": memory.peak_bytes / 2**30}
+        stages[name] = {"seconds": elapsed[0], "tflop": flops / 1e12, "peak_gib": (memory.peak or 0) / 2**30}
         return result
 
     # Stages one by one, as the pipeline runs them.
@@ -106,10 +106,10 @@ def main() -> None:
             batched_guidance=not args.two_call_guidance, callback=callback,
         )  # fmt: skip
 
-    with memory.measure(), timer() as total:
+    with PeakMemory(device) as memory, timer() as total:
         step_times.append(time.perf_counter())
         out = sample(steps, on_step)
-    total_peak = memory.peak_bytes
+    total_peak = memory.peak or 0
     per_step = [b - a for a, b in zip(step_times, step_times[1:], strict=False)]
     stage("decode", lambda: pipe.decode_latents(out.latents, ref, splice=True))
     unet_tflop = float("nan")

@@ -51,7 +51,7 @@ def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, 
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    from toonctl.config import load_config
+    from toonctl.convert.config import load_config
 
     return load_config(TINY_A / "config.yaml")
 

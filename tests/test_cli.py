@@ -52,8 +52,10 @@ def test_every_help_screen_is_tidy():
 
     root = typer.main.get_command(app)
     commands = [[]] + [[name] for name in root.commands]
-    commands += [["weights", name] for name in root.commands["weights"].commands]
-    assert len(commands) == 1 + 7 + 5
+    for group_name, group in root.commands.items():  # every sub-command of every group (weights, dataset, ...)
+        commands += [[group_name, name] for name in getattr(group, "commands", {})]
+    assert len(commands) >= 1 + 8 + 5 + 4 and ["dataset", "build"] in commands  # more as commands are added
+    assert ["train", "unet"] in commands and ["train", "export"] in commands and ["train", "decoder"] in commands
     for command in commands:
         result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0, (command, result.output)

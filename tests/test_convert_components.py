@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import TINY_A
-from toonctl.config import load_config
 from toonctl.convert.components import (
     COMPONENT_FILES,
     FORMAT,
@@ -20,6 +19,7 @@ from toonctl.convert.components import (
     read_converted_config,
     save_components,
 )
+from toonctl.convert.config import load_config
 from toonctl.convert.tooncrafter import COMPONENTS, SCHEDULE_KEYS, load_components
 from toonctl.errors import CheckpointError, CheckpointMismatchError
 

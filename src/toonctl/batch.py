@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from toonctl.errors import InputImageError
-from toonctl.presets import InterpolateSettings, parse_size
+from toonctl.errors import ConfigError, InputImageError, WeightsNotFoundError
+from toonctl.presets import InterpolateSettings, LoadOptions, parse_size
 
 SETTINGS_FILE = "shot.yaml"
 SKETCHES_FOLDER = "sketches"  # optional: sketches named by output frame index, as for `sketch-interp`
@@ -35,7 +35,14 @@ class Shot:
 
     @property
     def done(self) -> bool:
-        return self.output.exists()
+        """A finished output is there (an empty folder is not a finished folder of frames)."""
+        from toonctl.io.video import output_complete
+
+        return output_complete(self.output)
+
+    @property
+    def has_sketches(self) -> bool:
+        return (self.directory / SKETCHES_FOLDER).is_dir()
 
 
 def discover_shots(shots_dir: Path, out_dir: Path, base: InterpolateSettings, suffix: str) -> list[Shot]:
@@ -44,7 +51,11 @@ def discover_shots(shots_dir: Path, out_dir: Path, base: InterpolateSettings, su
 
     if not shots_dir.is_dir():
         raise InputImageError(f"shots folder not found: {shots_dir}", hint="SHOTS is a folder of shot folders")
-    folders = sorted((p for p in shots_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+    own_output = out_dir.resolve()  # `batch shots -o shots/out`: the output folder is not a shot
+    folders = sorted(
+        (p for p in shots_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() != own_output),
+        key=natural_key,
+    )
     shots = []
     for folder in folders:
         output = out_dir / f"{folder.name}{suffix}" if suffix != "/" else out_dir / folder.name
@@ -71,16 +82,16 @@ def shot_settings(folder: Path, base: InterpolateSettings) -> InterpolateSetting
         try:
             data = yaml.safe_load(settings_file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ValueError(f"{settings_file} is not valid yaml: {exc}") from None
+            raise ConfigError(f"{settings_file} is not valid yaml: {exc}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{settings_file} must be a mapping of setting: value")
+            raise ConfigError(f"{settings_file} must be a mapping of setting: value")
         if isinstance(data.get("size"), str):
             data["size"] = parse_size(data["size"])
         overrides.update(data)
     try:
         return base.updated(overrides)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{folder.name}: {exc}") from None
+        raise ConfigError(f"{folder.name}: {exc}") from None
 
 
 def remove_stale_partials(out_dir: Path) -> list[Path]:
@@ -94,3 +105,37 @@ def remove_stale_partials(out_dir: Path) -> list[Path]:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
                 removed.append(path)
     return removed
+
+
+def with_sketch_encoder(
+    options: LoadOptions, shots: list[Shot], model_weights: Path
+) -> tuple[LoadOptions, Exception | None]:
+    """``options`` plus the sketch encoder when one of ``shots`` has sketches.
+
+    Returns the options and, when the encoder's file cannot be found, that error: the sketch shots fail with it
+    (``prepare_batch_shot``) while the others render.
+    """
+    from toonctl.pipelines.controls import find_control_weights
+
+    if not any(shot.has_sketches for shot in shots):
+        return options, None
+    given = options.controls.get("sketch_encoder")
+    try:
+        path = find_control_weights("sketch_encoder", given, model_weights)
+    except WeightsNotFoundError as exc:
+        return options, exc
+    return options.with_controls(sketch_encoder=path), None
+
+
+def prepare_batch_shot(shot: Shot, config, sketch_error: Exception | None = None):
+    """``(PreparedShot, frame producer)`` of a batch shot: its key frames, and its sketches (``sketches/``
+    folder: the ``sketch-interp`` defaults) when it has them. Nothing here needs the model's weights."""
+    from toonctl.render import ChainFrames, prepare_shot, shot_sketches
+
+    prepared = prepare_shot(shot.keyframes, shot.output, shot.settings, config)
+    sketches = None
+    if shot.has_sketches:
+        if sketch_error is not None:
+            raise sketch_error
+        sketches = shot_sketches(shot.directory / SKETCHES_FOLDER, prepared, shot.settings, config)
+    return prepared, ChainFrames(sketches=sketches)

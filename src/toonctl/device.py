@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from toonctl.dtypes import DTYPE_NAMES, torch_dtype
+from toonctl.errors import OptionError
+
+DTYPES = {short: torch_dtype(short) for short in DTYPE_NAMES}  # "fp32" -> torch.float32, ...
 
 
 def parse_device(name: str) -> torch.device:
@@ -12,7 +15,7 @@ def parse_device(name: str) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+        raise OptionError(f"unknown device {name!r}; use cpu, cuda or cuda:N", option="device") from None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -22,9 +25,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     device = parse_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+        raise OptionError(f"device {name!r} requested but CUDA is not available", option="device")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        count = torch.cuda.device_count()
+        raise OptionError(f"device {name!r} requested but this machine has {count} CUDA device(s)", option="device")
     return device
 
 
@@ -42,5 +46,5 @@ def resolve_dtype(name: str | torch.dtype, device: torch.device | None = None) -
     if name == "auto":
         return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)} or auto")
+        raise OptionError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)} or auto", option="dtype")
     return DTYPES[name]

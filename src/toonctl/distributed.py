@@ -1,9 +1,12 @@
-"""Data-parallel shot batches: several processes, each on its own GPU, share one batch.
+"""Data-parallel shot batches: several processes, each on its own GPU, share one batch, through accelerate.
 
 Started by ``accelerate launch`` (or ``torchrun``), which set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-``MASTER_ADDR`` and ``MASTER_PORT``. Shots are dealt round-robin by index, so every shot belongs to
-exactly one process (none lost, none done twice) whatever the timing; the per-shot rows are gathered
-so the main process prints one merged summary. Without those variables everything is one process.
+``MASTER_ADDR`` and ``MASTER_PORT``. accelerate's ``PartialState`` joins the group (nccl on GPUs, gloo on
+CPUs), ``split_between_processes`` hands each process its shots, ``wait_for_everyone`` is the barrier and
+``gather_object`` collects the per-shot rows so the main process prints one merged summary. Shots are dealt
+round-robin by index, so every shot belongs to exactly one process (none lost, none done twice) whatever
+the timing, and the long and short shots of a sorted batch spread over the processes. Without those
+variables everything is one process and accelerate is not involved.
 """
 
 from __future__ import annotations
@@ -55,35 +58,40 @@ def shard(items: Sequence[T], info: ProcessInfo) -> list[T]:
 
 
 class ProcessGroup:
-    """A ``torch.distributed`` group for the batch (gloo: it only carries small Python objects)."""
+    """This process's membership in the batch's group (accelerate's ``PartialState``); a no-op alone."""
 
     def __init__(self, info: ProcessInfo) -> None:
         self.info = info
+        self._state = None
         if info.distributed:
-            import torch.distributed as dist
+            import torch
+            from accelerate import PartialState
 
-            if not dist.is_initialized():
-                dist.init_process_group("gloo", rank=info.rank, world_size=info.world_size)
+            self._state = PartialState(cpu=not torch.cuda.is_available())
+
+    def split(self, items: Sequence[T]) -> list[T]:
+        """This process's items: ``shard(items, info)``, handed out by ``split_between_processes``."""
+        if self._state is None:
+            return list(items)
+        n = self.info.world_size
+        # accelerate splits into contiguous chunks (the first ones one longer when it does not divide);
+        # the contiguous chunks of this interleaving are exactly the round-robin shares.
+        interleaved = [item for rank in range(n) for item in items[rank::n]]
+        with self._state.split_between_processes(interleaved) as mine:
+            return list(mine)
 
     def barrier(self) -> None:
-        if self.info.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
+        if self._state is not None:
+            self._state.wait_for_everyone()
 
     def gather(self, rows: list[dict]) -> list[dict]:
         """Every process's rows, concatenated in rank order (on every process)."""
-        if not self.info.distributed:
+        if self._state is None:
             return rows
-        import torch.distributed as dist
+        from accelerate.utils import gather_object
 
-        gathered: list[list[dict] | None] = [None] * self.info.world_size
-        dist.all_gather_object(gathered, rows)
-        return [row for part in gathered for row in (part or [])]
+        return gather_object(rows)
 
     def close(self) -> None:
-        if self.info.distributed:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        if self._state is not None:
+            self._state.destroy_process_group()

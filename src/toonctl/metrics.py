@@ -187,6 +187,10 @@ class LPIPS(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` pairs in [-1, 1] -> ``(N,)`` distances (0 for identical images)."""
+        return self.distance(x, y)
+
+    def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``forward`` with gradients flowing to the inputs (a training loss); the weights stay frozen."""
         _check_pair(x, y)
         dtype = self.shift.dtype
         total = torch.zeros(x.shape[0], dtype=dtype, device=x.device)

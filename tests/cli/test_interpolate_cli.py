@@ -24,6 +24,7 @@ MODEL_ARGS = [
     "--weights", str(TINY_A / "model.safetensors"), "--config", str(TINY_A / "config.yaml"),
     "--device", "cpu", "--steps", "2", "--size", "32x64",
 ]  # fmt: skip
+FEW_FRAMES = ["--num-frames", "4"]  # a quarter of the model's 16: for tests that do not count frames
 
 
 @pytest.fixture
@@ -77,11 +78,25 @@ def test_seed_makes_runs_reproducible(tmp_path, keys):
     for name, seed in [("a", 7), ("b", 7), ("c", 8)]:
         out = tmp_path / name
         assert (
-            invoke("interpolate", keys[0], keys[1], "-o", f"{out}/", "--seed", seed, "-q", *MODEL_ARGS).exit_code == 0
+            invoke("interpolate", *keys[:2], "-o", f"{out}/", "--seed", seed, "-q", *MODEL_ARGS, *FEW_FRAMES).exit_code
+            == 0
         )
         outs.append(np.stack([np.asarray(Image.open(f)) for f in sorted(out.glob("*.png"))]))
     assert np.array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0], outs[2])
+
+
+def test_num_frames_sets_the_segment_length(tmp_path, keys):
+    out = tmp_path / "frames"
+    result = invoke("interpolate", *keys, "-o", f"{out}/", "--num-frames", "6", "--json", *MODEL_ARGS)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frames"] == len(list(out.glob("frame_*.png"))) == 1 + 4 + 1 + 4 + 1
+    for args, message in [
+        (["--num-frames", "3"], "--num-frames"),
+        (["--num-frames", "8", "-n", "7"], "num_frames - 2"),
+    ]:
+        result = invoke("interpolate", *keys[:2], "-o", tmp_path / "x.gif", *MODEL_ARGS, *args)
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_skip_existing(tmp_path, keys):
@@ -127,8 +142,8 @@ def test_output_errors(tmp_path, keys):
 
 
 def test_size_errors_and_mixed_key_sizes(tmp_path, keys):
-    stderr = _error(invoke("interpolate", *keys[:2], "-o", tmp_path / "o.mp4", *MODEL_ARGS, "--size", "40x64"))
-    assert "multiples of 32" in stderr
+    result = invoke("interpolate", *keys[:2], "-o", tmp_path / "o.mp4", *MODEL_ARGS, "--size", "40x64")
+    assert result.exit_code == 2 and "multiples of 32" in result.stderr  # a bad option value: usage error
     portrait = draw_key(tmp_path / "portrait.png", 10, size=(256, 128))
     result = invoke("interpolate", keys[0], portrait, "-o", tmp_path / "o.gif", *MODEL_ARGS)
     assert result.exit_code == 0, result.output
@@ -194,7 +209,7 @@ def _cli(*args: str, **kwargs) -> subprocess.Popen:
 
 def test_subprocess_run_and_sigint(tmp_path, keys):
     out = tmp_path / "o.gif"
-    proc = _cli("interpolate", *keys[:2], "-o", out, *MODEL_ARGS)
+    proc = _cli("interpolate", *keys[:2], "-o", out, *MODEL_ARGS, *FEW_FRAMES)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert stdout.startswith("✓ wrote") and out.exists()
@@ -231,7 +246,7 @@ def _shots(root: Path) -> Path:
 
 def test_batch_resumes_and_reports_failures(tmp_path):
     shots, out = _shots(tmp_path), tmp_path / "out"
-    result = invoke("batch", shots, "-o", out, "--format", "gif", "--json", *MODEL_ARGS)
+    result = invoke("batch", shots, "-o", out, "--format", "gif", "--json", *MODEL_ARGS, "--num-frames", "5")
     assert result.exit_code == 3, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     status = {row["shot"]: row["status"] for row in lines if "shot" in row}
@@ -241,7 +256,7 @@ def test_batch_resumes_and_reports_failures(tmp_path):
     # A crash: b_jump's output never finished (a stale temporary) and a_walk is lost.
     (out / "b_jump.gif").rename(out / ".b_jump.partial-999.gif")
     mtime_a = (out / "a_walk.gif").stat().st_mtime_ns
-    result = invoke("batch", shots, "-o", out, "--format", "gif", "--json", *MODEL_ARGS)
+    result = invoke("batch", shots, "-o", out, "--format", "gif", "--json", *MODEL_ARGS, "--num-frames", "5")
     status = {row["shot"]: row["status"] for row in map(json.loads, result.stdout.splitlines()) if "shot" in row}
     assert status == {"a_walk": "skipped", "b_jump": "done", "c_broken": "failed"}
     assert (out / "a_walk.gif").stat().st_mtime_ns == mtime_a
@@ -262,14 +277,14 @@ def test_batch_shell_script(tmp_path):
     env = {**os.environ, "TOONCTL": f"{sys.executable} -m toonctl"}
     script = REPO / "examples" / "batch.sh"
     run = subprocess.run(
-        ["bash", script, shots, out, *MODEL_ARGS], env=env, capture_output=True, text=True, timeout=300
+        ["bash", script, shots, out, *MODEL_ARGS, *FEW_FRAMES], env=env, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 1  # c_broken fails, the loop goes on
     assert "shot c_broken failed" in run.stderr
     assert {p.name for p in out.iterdir()} == {"a_walk.mp4", "b_jump.mp4"}
-    assert read_frames(out / "a_walk.mp4")[0].shape[0] == 16
+    assert read_frames(out / "a_walk.mp4")[0].shape[0] == 4
     before = (out / "a_walk.mp4").stat().st_mtime_ns
-    subprocess.run(["bash", script, shots, out, *MODEL_ARGS], env=env, capture_output=True, timeout=300)
+    subprocess.run(["bash", script, shots, out, *MODEL_ARGS, *FEW_FRAMES], env=env, capture_output=True, timeout=300)
     assert (out / "a_walk.mp4").stat().st_mtime_ns == before  # finished shots are skipped
 
 

@@ -114,7 +114,7 @@ def test_table_csv_and_dtypes(inputs, tmp_path):
 
 def test_identical_frames_give_infinite_psnr_in_every_format(inputs, monkeypatch):
     """With a decoder that returns the input frames, PSNR is infinite: null in JSON, inf in CSV, SSIM 1."""
-    import toonctl.cli.decode_bench as bench
+    import toonctl.decode_bench as bench
 
     def measure(stage, vae, enc, clip, reference, device, lpips):
         return {"status": "ok", **dict.fromkeys(bench.COLUMNS[6:]), "psnr": float("inf"), "ssim": 1.0}
@@ -159,7 +159,7 @@ def test_interpolate_takes_a_decoder(tmp_path):
 def test_peak_memory_sees_a_freed_allocation(probe, monkeypatch):
     import time
 
-    import toonctl.cli.decode_bench as bench
+    import toonctl.peak_memory as bench
 
     if probe == "hwm" and bench._cpu_probe() != "hwm":
         pytest.skip("no resettable peak RSS here (not Linux, or /proc/self/clear_refs is read-only)")

@@ -123,3 +123,14 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"path": "a.mp4"}) + "\n[1]\n")
     with pytest.raises(DataError, match="line 2"):
         read_manifest(tmp_path / "bad.jsonl")
+
+
+def test_manifest_gets_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = write_manifest([ClipRecord(tmp_path / "a.mp4")], tmp_path / "sub" / "manifest.csv")
+    finally:
+        os.umask(umask)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)  # not mkstemp's 0600

@@ -168,7 +168,7 @@ def test_frame_durations_keep_the_running_time():
 
 def test_odd_sizes_are_refused_for_yuv420p_only(tmp_path):
     frames = make_frames(height=63, width=128)
-    with pytest.raises(OutputError, match="even width and height"):
+    with pytest.raises(OutputError, match="even height and width"):
         write_frames(frames, tmp_path / "clip.mp4", fps=FPS)
     assert write_frames(frames, tmp_path / "clip.gif", fps=FPS).exists()
 
@@ -282,10 +282,24 @@ def test_parent_is_a_regular_file(tmp_path, name):
 
 
 def test_parent_not_writable(tmp_path, monkeypatch):
-    # root ignores permission bits, so the permission check itself is stubbed
-    monkeypatch.setattr(video.os, "access", lambda path, mode: False)
-    with pytest.raises(OutputError, match="not writable"):
+    """A probe file is created and removed (``os.access`` says yes to root everywhere); the error names the
+    user's path, never the probe."""
+    import errno
+
+    from toonctl.io import atomic
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(atomic.os, "open", refuse)
+    with pytest.raises(OutputError, match="permission denied") as info:
         check_output(tmp_path / "clip.mp4")
+    assert str(tmp_path / "clip.mp4") in str(info.value) and "probe" not in str(info.value)
+    monkeypatch.undo()
+    assert not list(tmp_path.iterdir())  # no probe left behind
+    with pytest.raises(OutputError, match="does not take new files") as info:
+        check_output("/proc/clip.mp4")  # root can "access" /proc, but nothing can be created there
+    assert "partial" not in str(info.value) and "/proc/clip.mp4" in str(info.value)
 
 
 def test_no_overwrite_unless_asked(tmp_path):

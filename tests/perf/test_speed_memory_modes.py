@@ -46,14 +46,21 @@ def test_device_map_gives_the_same_frames(reference):
     assert torch.equal(run(pipe), reference)
 
 
-def test_placement_errors():
+def test_placement_errors(monkeypatch):
     with pytest.raises(ValueError, match="offload mode"):
         ComponentPlacement("cpu", offload="disk")
     with pytest.raises(ValueError, match="unknown components"):
         ComponentPlacement("cpu", device_map={"unet2": "cpu"})
     with pytest.raises(ValueError, match="cannot be combined"):
         ComponentPlacement("cpu", offload="model", device_map={"vae": "cpu"})
-    assert parse_device_map("unet=cuda:1, vae=cuda:0") == {"unet": "cuda:1", "vae": "cuda:0"}
+    with monkeypatch.context() as m:  # a two-GPU machine
+        m.setattr(torch.cuda, "is_available", lambda: True)
+        m.setattr(torch.cuda, "device_count", lambda: 2)
+        assert parse_device_map("unet=cuda:1, vae=cuda:0") == {"unet": "cuda:1", "vae": "cuda:0"}
+    with monkeypatch.context() as m:  # a CPU-only torch: refused here (a usage error), not when loading
+        m.setattr(torch.cuda, "is_available", lambda: False)
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            parse_device_map("unet=cuda:1")
     with pytest.raises(ValueError, match="component=device"):
         parse_device_map("unet")
     with pytest.raises(ValueError, match="unknown component 'unet2'"):

@@ -24,7 +24,7 @@ TINY_EXTRACTOR = SketchExtractorConfig(ngf=4, num_downs=5)
 
 
 def tiny_unet_config():
-    from toonctl.config import load_config
+    from toonctl.convert.config import load_config
 
     return load_config(TINY_A / "config.yaml").unet
 

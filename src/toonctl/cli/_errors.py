@@ -4,8 +4,8 @@ Exit codes (documented in README.md):
 
 ====  ============================================================
 0     success
-1     an error (bad input file, missing weights, corrupt checkpoint, out of memory, ...)
-2     bad usage: unknown option, out-of-range value (reported by Typer)
+1     an error (bad input file, missing weights, corrupt checkpoint, out of memory, disk full, ...)
+2     bad usage: unknown option, out-of-range or malformed value (``--size 100x200`` too)
 3     ``batch``: at least one shot failed (the others completed)
 130   interrupted (Ctrl-C); no partial output file is left behind
 ====  ============================================================
@@ -15,6 +15,7 @@ Exit codes (documented in README.md):
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -24,7 +25,7 @@ from typing import TypeVar
 
 import typer
 
-from toonctl.errors import ToonctlError
+from toonctl.errors import DiskFullError, OptionError, OutOfMemoryError, ToonctlError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -44,13 +45,27 @@ def describe(exc: BaseException) -> tuple[str, str | None]:
     """``(message, hint)`` for an exception, most specific first."""
     if isinstance(exc, ToonctlError):
         return str(exc), exc.hint
-    if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
-        return "out of memory", "try --dtype fp16, a smaller --size, or --offload model"
-    if isinstance(exc, MemoryError):
-        return "out of memory", "close other programs or use a smaller --size"
+    if is_out_of_memory(exc):
+        return "out of memory", OutOfMemoryError.hint
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"no space left on the device{where}", DiskFullError.hint
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.strerror or exc}: {exc.filename}", None
     return f"internal error: {type(exc).__name__}: {exc}", DEBUG_HINT
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's ``OutOfMemoryError``, ``MemoryError``, or the CPU allocator's RuntimeError ("can't allocate")."""
+    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):  # torch's, without importing it
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status of a failed command: the error's own (2 for a bad option value), else 1."""
+    return getattr(exc, "exit_code", EXIT_ERROR) if isinstance(exc, ToonctlError) else EXIT_ERROR
 
 
 def report(exc: BaseException) -> None:
@@ -64,7 +79,8 @@ def report(exc: BaseException) -> None:
 
 
 def handle_errors(command: F) -> F:
-    """Wrap a command: user errors -> exit 1 with one line, Ctrl-C -> exit 130, never a bare traceback."""
+    """Wrap a command: user errors -> exit 1 with one line, bad option values (``OptionError``) -> exit 2,
+    Ctrl-C -> exit 130, never a bare traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -72,11 +88,14 @@ def handle_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (typer.Exit, typer.BadParameter):  # Typer reports usage errors itself (exit 2)
             raise
+        except OptionError as exc:  # the library's word for a bad option value: a usage error too
+            hint = None if exc.option is None else "--" + exc.option.replace("_", "-")
+            raise typer.BadParameter(str(exc), param_hint=hint) from None
         except KeyboardInterrupt:
             print("Interrupted.", file=sys.stderr)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:
             report(exc)
-            raise typer.Exit(EXIT_ERROR) from None
+            raise typer.Exit(exit_code(exc)) from None
 
     return wrapper  # type: ignore[return-value]

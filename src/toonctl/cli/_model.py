@@ -4,68 +4,32 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 from toonctl.cli._output import Output
+from toonctl.presets import LoadOptions
 
 
-def find_model(weights: Path | None, config: Path | None):
+def find_model(options: LoadOptions):
     """``(weights path, ToonCrafterConfig)``: cheap, so inputs can be checked before loading the model."""
     from toonctl.weights import resolve_weights
 
-    return resolve_weights(weights, config)
+    return resolve_weights(options.weights, options.config)
 
 
-def load_pipeline(
-    out: Output,
-    model: tuple,
-    device: str,
-    dtype: str,
-    decoder: str = "dualref",
-    *,
-    offload: str = "none",
-    device_map: str | None = None,
-    attention: str = "auto",
-    compile_unet: bool = False,
-):
-    """Load the interpolation pipeline of ``model`` (from ``find_model``).
-
-    ``device``/``dtype`` (``autocast``: fp32 weights under fp16 autocast), the decoder stage named
-    ``decoder`` (``toonctl.pipelines.decoders``), ``offload`` / ``device_map`` placement
-    (``toonctl.pipelines.placement``), the attention backend and an optional ``torch.compile`` of the UNet.
-    """
-    import torch
-
-    from toonctl.device import resolve_device, resolve_dtype
-    from toonctl.models.attention import set_attention_backend
-    from toonctl.pipelines.decoders import parse_decoder
+def load_pipeline(out: Output, options: LoadOptions, model: tuple, *, frame_size: tuple[int, int] | None = None):
+    """The interpolation pipeline of ``model`` (from ``find_model``) loaded as ``options`` say; bad option
+    values are usage errors (exit 2), reported before anything is loaded. ``frame_size`` (H, W): refuse a run
+    that cannot fit in memory before loading (``pipelines.loading.check_fits``)."""
     from toonctl.pipelines.interpolate import InterpolationPipeline
-    from toonctl.pipelines.placement import OFFLOAD_MODES, parse_device_map
+    from toonctl.pipelines.loading import check_fits, plan_load
 
-    path, model_config = model
-    try:
-        torch_device = resolve_device(device)
-        autocast = dtype == "autocast"
-        torch_dtype = torch.float32 if autocast else resolve_dtype(dtype, torch_device)
-        set_attention_backend(attention)
-        placement_map = parse_device_map(device_map)
-        if offload not in OFFLOAD_MODES:
-            raise ValueError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
-    except ValueError as exc:
-        import typer
-
-        raise typer.BadParameter(str(exc)) from None
-    precision = "fp32 weights, fp16 autocast" if autocast else str(torch_dtype).removeprefix("torch.")
-    out.info(f"Loading {path} on {torch_device} ({precision}{'' if offload == 'none' else ', offload ' + offload})")
-    pipe = InterpolationPipeline.from_checkpoint(
-        path, model_config, device=torch_device, dtype=torch_dtype, offload=offload, device_map=placement_map
-    )
-    if autocast:
-        pipe.autocast_dtype = torch.float16
-    pipe.decoder = parse_decoder(decoder)
-    if compile_unet:
-        pipe.unet = torch.compile(pipe.unet)
-    return pipe
+    plan = plan_load(options, *model)
+    for note in plan.notes:
+        out.warn(note)
+    if frame_size is not None:
+        check_fits(plan, frame_size)
+    out.info(plan.describe())
+    return InterpolationPipeline.from_checkpoint(*model, options=options)
 
 
 @contextlib.contextmanager

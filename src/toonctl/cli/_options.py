@@ -1,6 +1,8 @@
 """Options shared by the commands: one definition each, the same flag names everywhere.
 
-Defaults come from ``toonctl.presets.InterpolateSettings``; ranges are checked by Typer (exit 2).
+Defaults come from ``toonctl.presets`` (``InterpolateSettings``, ``LoadOptions``); ranges are checked by Typer
+(exit 2). ``settings_from_options`` and ``load_options`` build the two settings objects from a command's
+parameters, so a command declares its options and passes ``locals()``.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from typing import Annotated
 
 import typer
 
-from toonctl.presets import FIT_MODES, InterpolateSettings
+from toonctl.presets import COMPONENT_NAMES, FIT_MODES, MAX_SEED, InterpolateSettings, LoadOptions, parse_lora
 
 D = InterpolateSettings()
+L = LoadOptions()
 MODEL = "Model"
 GENERATION = "Generation"
 OUTPUT = "Output"
@@ -35,7 +38,10 @@ KeyframesArg = Annotated[
 ]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="Text prompt.", rich_help_panel=GENERATION)]
 SeedOpt = Annotated[
-    int, typer.Option("--seed", min=0, help="Random seed (same seed, same result).", rich_help_panel=GENERATION)
+    int,
+    typer.Option(
+        "--seed", min=0, max=MAX_SEED, help="Random seed (same seed, same result).", rich_help_panel=GENERATION
+    ),
 ]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, max=1000, help="DDIM steps.", rich_help_panel=GENERATION)]
 GuidanceScaleOpt = Annotated[
@@ -74,6 +80,14 @@ InbetweensOpt = Annotated[
         "--inbetweens", "-n", min=0, max=14,
         help="In-between frames per segment (the model makes 14; e.g. 7 for animation on twos). Default: all.",
         rich_help_panel=OUTPUT,
+    ),
+]  # fmt: skip
+NumFramesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--num-frames", min=4, max=16,
+        help="Frames each segment generates, both keys included (4-16; fewer is faster). Default: the model's 16.",
+        rich_help_panel=GENERATION, show_default=False,
     ),
 ]  # fmt: skip
 FpsOpt = Annotated[float, typer.Option("--fps", min=0.1, max=240.0, help="Output frame rate.", rich_help_panel=OUTPUT)]
@@ -132,6 +146,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")]
 
 
+def parse_output(text: str) -> Path:
+    """``-o`` as typed (Typer's ``parser``): a trailing ``/`` means a folder of numbered PNGs; ``-`` and a new
+    name without a suffix are usage errors (see ``toonctl.io.video.parse_output_path``)."""
+    from toonctl.errors import OutputError
+    from toonctl.io.video import parse_output_path
+
+    try:
+        return parse_output_path(text)
+    except OutputError as exc:
+        raise typer.BadParameter(f"{exc}; {exc.hint}" if exc.hint else str(exc)) from None
+
+
 def settings_from_options(values: dict) -> InterpolateSettings:
     """Settings from a command's parameters (pass ``locals()``): the ``InterpolateSettings`` fields it has
     (``size`` as text), defaults for the others. A bad combination is a usage error (exit 2)."""
@@ -147,6 +173,19 @@ def settings_from_options(values: dict) -> InterpolateSettings:
         return InterpolateSettings(**given)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def load_options(values: dict, **controls: Path | None) -> LoadOptions:
+    """``LoadOptions`` from a command's parameters (pass ``locals()``): the model options it has (``compile_unet``
+    is ``compile``), defaults for the others, plus the control stages to load (``sketch_encoder=PATH``)."""
+    from dataclasses import fields
+
+    given = {f.name: values[f.name] for f in fields(LoadOptions) if f.name in values}
+    if "compile_unet" in values:
+        given["compile"] = values["compile_unet"]
+    if values.get("lora"):
+        given["loras"] = tuple(parse_lora(text) for text in values["lora"])
+    return LoadOptions(**given).with_controls(**controls)
 
 
 def _check_decoder(value: str) -> str:
@@ -182,8 +221,7 @@ DeviceMapOpt = Annotated[
     str | None,
     typer.Option(
         "--device-map", metavar="COMPONENT=DEVICE,...", rich_help_panel=MODEL,
-        help="Components on different GPUs, e.g. unet=cuda:1,vae=cuda:0 (components: unet, vae, text_encoder, "
-        "image_encoder, image_proj).",
+        help=f"Components on different GPUs, e.g. unet=cuda:1,vae=cuda:0 (components: {', '.join(COMPONENT_NAMES)}).",
     ),
 ]  # fmt: skip
 AttentionOpt = Annotated[
@@ -194,5 +232,25 @@ CompileOpt = Annotated[
     typer.Option(
         "--compile", help="torch.compile the UNet (faster steps after a warm-up of a minute or more).",
         rich_help_panel=MODEL,
+    ),
+]  # fmt: skip
+
+
+def check_loras(values: list[str] | None) -> list[str] | None:
+    """Refuse a ``--lora`` value without a file or with a bad scale as a usage error (exit 2)."""
+    for text in values or []:
+        try:
+            parse_lora(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return values
+
+
+LoraOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lora", metavar="FILE[:SCALE]", callback=check_loras, rich_help_panel=MODEL, show_default=False,
+        help="A LoRA adapter (from `toonctl train`) merged into the UNet at load, at SCALE (default 1; 0 = off). "
+        "Repeat to merge several.",
     ),
 ]  # fmt: skip

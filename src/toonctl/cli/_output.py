@@ -42,12 +42,13 @@ class Output:
     def warn(self, message: str) -> None:
         self.err.print(f"[yellow]Warning:[/] {message}")
 
-    def result(self, message: str, **fields: Any) -> None:
-        """The command's result: ``✓ message`` or, with --json, ``{"message": ..., **fields}``."""
+    def result(self, message: str, *, mark: str = "✓", **fields: Any) -> None:
+        """The command's result: ``✓ message`` (``mark="✗"`` for a partial failure, e.g. a batch with failed
+        shots) or, with --json, ``{"message": ..., **fields}``."""
         if self.json_mode:
             print(json.dumps({"message": message, **fields}, default=str), flush=True)
         else:
-            print(f"✓ {message}", flush=True)
+            print(f"{mark} {message}", flush=True)
 
     def record(self, **fields: Any) -> None:
         """A JSON line for scripts (--json only): one per shot or per item."""

@@ -11,11 +11,14 @@ import typer
 from toonctl import __version__
 from toonctl.cli import batch as batch_cmd
 from toonctl.cli import decode_bench as decode_bench_cmd
+from toonctl.cli import eval as eval_cmd
 from toonctl.cli import interpolate as interpolate_cmd
 from toonctl.cli import sketch as sketch_cmd
 from toonctl.cli._errors import EXIT_INTERRUPTED
 from toonctl.cli._help import Command, Group
 from toonctl.cli._output import examples_epilog
+from toonctl.cli.dataset import dataset_app
+from toonctl.cli.train import train_app
 from toonctl.cli.weights import weights_app
 
 app = typer.Typer(
@@ -51,19 +54,36 @@ COMMANDS = [  # (name, function, examples); None: the function's name
     ("sketch-interp", sketch_cmd.sketch_interp, sketch_cmd.SKETCH_INTERP_EXAMPLES),
     (None, sketch_cmd.colorize, sketch_cmd.COLORIZE_EXAMPLES),
     (None, sketch_cmd.sketch, sketch_cmd.SKETCH_EXAMPLES),
+    ("eval", eval_cmd.evaluate, eval_cmd.EXAMPLES),
 ]
 for name, function, examples in COMMANDS:
     app.command(name, cls=Command, epilog=examples_epilog(examples))(function)
 app.add_typer(weights_app, name="weights")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:
+    _terminate_like_ctrl_c()
     try:
         app()
     except SystemExit as exit_:
         if exit_.code == EXIT_INTERRUPTED:
             _exit_interrupted()
         raise
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (``kill``, a job scheduler, ``timeout``) takes the Ctrl-C path: temporaries are removed, exit 130."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (embedded use): leave the default
+        pass
 
 
 def _exit_interrupted() -> None:

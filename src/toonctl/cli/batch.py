@@ -39,21 +39,23 @@ def batch(
     eta: opt.EtaOpt = opt.D.eta,
     frame_stride: opt.FrameStrideOpt = opt.D.frame_stride,
     inbetweens: opt.InbetweensOpt = opt.D.inbetweens,
+    num_frames: opt.NumFramesOpt = opt.D.num_frames,
     fps: opt.FpsOpt = opt.D.fps,
     size: opt.SizeOpt = None,
     fit: opt.FitOpt = opt.D.fit,
     loop: opt.LoopOpt = opt.D.loop,
     exact_keys: opt.ExactKeysOpt = opt.D.exact_keys,
     quality: opt.QualityOpt = opt.D.quality,
-    weights: opt.WeightsOpt = None,
-    config: opt.ConfigOpt = None,
-    device: opt.DeviceOpt = "auto",
-    dtype: opt.DtypeOpt = "auto",
-    decoder: opt.DecoderOpt = "dualref",
-    offload: opt.OffloadOpt = "none",
-    device_map: opt.DeviceMapOpt = None,
-    attention: opt.AttentionOpt = "auto",
-    compile_unet: opt.CompileOpt = False,
+    weights: opt.WeightsOpt = opt.L.weights,
+    config: opt.ConfigOpt = opt.L.config,
+    device: opt.DeviceOpt = opt.L.device,
+    dtype: opt.DtypeOpt = opt.L.dtype,
+    decoder: opt.DecoderOpt = opt.L.decoder,
+    offload: opt.OffloadOpt = opt.L.offload,
+    device_map: opt.DeviceMapOpt = opt.L.device_map,
+    attention: opt.AttentionOpt = opt.L.attention,
+    compile_unet: opt.CompileOpt = opt.L.compile,
+    lora: opt.LoraOpt = None,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -63,36 +65,44 @@ def batch(
     shot failed (the others are still rendered). Under `accelerate launch` (or torchrun) the processes
     share the shots, one GPU each, and the main process prints the merged summary.
     """
-    from toonctl.batch import SKETCHES_FOLDER, discover_shots, remove_stale_partials
-    from toonctl.cli.sketch import shot_sketch_control
-    from toonctl.distributed import ProcessGroup, process_info, shard
+    from dataclasses import replace
+
+    from toonctl.batch import discover_shots, prepare_batch_shot, remove_stale_partials, with_sketch_encoder
+    from toonctl.distributed import ProcessGroup, process_info
     from toonctl.errors import OutputError
-    from toonctl.render import prepare_shot, render_shot
+    from toonctl.io.atomic import check_writable
+    from toonctl.pipelines.loading import plan_load
+    from toonctl.render import render_shot
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", param_hint="--format")
     info = process_info()  # several processes under `accelerate launch` / torchrun share the shots
     out = Output(json_mode=json_out, quiet=quiet or not info.is_main)
     base = opt.settings_from_options(locals())
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    options = opt.load_options(locals())
     shots = discover_shots(shots_dir, out_dir, base, "/" if fmt == "png" else f".{fmt}")
     if not shots:
         raise OutputError(f"no shot folders in {shots_dir}", hint="each subfolder of SHOTS is one shot")
+    try:  # only once SHOTS is known to hold shots
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    check_writable(out_dir / "shot", folder=out_dir)
     group = ProcessGroup(info)
     if info.is_main:
         for stale in remove_stale_partials(out_dir):
             out.info(f"removed unfinished output {stale.name} from an earlier run")
     group.barrier()  # no process starts writing before the stale temporaries are gone
-    device = info.device(device)
+    options = replace(options, device=info.device(options.device))
 
-    model = find_model(weights, config)
+    model = find_model(options)
+    mine = group.split(shots)
+    to_render = [s for s in mine if not s.error and (force or not s.done)]
+    options, sketch_error = with_sketch_encoder(options, to_render, model[0])
+    plan_load(options, *model)  # bad model options are usage errors, not a failure of every shot
     rows: list[dict] = []
     pipe = None
-    encoder_cache: dict = {}  # the sketch encoder, loaded once if a shot has sketches/
-    for shot in shard(shots, info):
+    for shot in mine:
         row = {"shot": shot.name, "output": str(shot.output), "process": info.rank}
         if shot.error:
             rows.append({**row, "status": "failed", "error": shot.error})
@@ -100,20 +110,11 @@ def batch(
             rows.append({**row, "status": "skipped"})
         else:
             try:
-                prepared = prepare_shot(shot.keyframes, shot.output, shot.settings, model[1])
+                prepared, producer = prepare_batch_shot(shot, model[1], sketch_error)
                 if pipe is None:
-                    pipe = load_pipeline(
-                        out, model, device, dtype, decoder,
-                        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
-                    )  # fmt: skip
-                segment_kwargs = None
-                if (shot.directory / SKETCHES_FOLDER).is_dir():
-                    segment_kwargs = shot_sketch_control(
-                        out, shot.directory / SKETCHES_FOLDER, prepared, shot.settings, model[1], pipe,
-                        encoder_cache, weights,
-                    )  # fmt: skip
+                    pipe = load_pipeline(out, options, model, frame_size=prepared.size)
                 with render_progress(out, shot.name, shot.settings.steps) as hooks:
-                    result = render_shot(pipe, prepared, shot.settings, hooks, segment_kwargs=segment_kwargs)
+                    result = render_shot(pipe, prepared, shot.settings, producer, hooks)
                 rows.append({**row, "status": "done", "frames": result.frames, "seconds": round(result.seconds, 3)})
             except KeyboardInterrupt:
                 rows.append({**row, "status": "interrupted"})
@@ -150,4 +151,5 @@ def _summary(out: Output, rows: list[dict]) -> None:
             )  # fmt: skip
         out.err.print(table)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    out.result(f"batch: {summary}", summary=True, **counts)
+    mark = "✗" if counts["failed"] or counts["interrupted"] else "✓"
+    out.result(f"batch: {summary}", mark=mark, summary=True, **counts)

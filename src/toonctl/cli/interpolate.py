@@ -34,7 +34,8 @@ def interpolate(
         typer.Option(
             "--output",
             "-o",
-            help="Output: .mp4 .webm .gif .webp .apng, or a folder for numbered PNGs.",
+            parser=opt.parse_output,
+            help="Output: .mp4 .webm .gif .webp .apng, or a folder ending in / for numbered PNGs.",
             show_default=False,
         ),
     ],
@@ -46,6 +47,7 @@ def interpolate(
     eta: opt.EtaOpt = opt.D.eta,
     frame_stride: opt.FrameStrideOpt = opt.D.frame_stride,
     inbetweens: opt.InbetweensOpt = opt.D.inbetweens,
+    num_frames: opt.NumFramesOpt = opt.D.num_frames,
     fps: opt.FpsOpt = opt.D.fps,
     size: opt.SizeOpt = None,
     fit: opt.FitOpt = opt.D.fit,
@@ -55,39 +57,40 @@ def interpolate(
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Do nothing if OUTPUT already exists.")
     ] = False,
-    weights: opt.WeightsOpt = None,
-    config: opt.ConfigOpt = None,
-    device: opt.DeviceOpt = "auto",
-    dtype: opt.DtypeOpt = "auto",
-    decoder: opt.DecoderOpt = "dualref",
-    offload: opt.OffloadOpt = "none",
-    device_map: opt.DeviceMapOpt = None,
-    attention: opt.AttentionOpt = "auto",
-    compile_unet: opt.CompileOpt = False,
+    weights: opt.WeightsOpt = opt.L.weights,
+    config: opt.ConfigOpt = opt.L.config,
+    device: opt.DeviceOpt = opt.L.device,
+    dtype: opt.DtypeOpt = opt.L.dtype,
+    decoder: opt.DecoderOpt = opt.L.decoder,
+    offload: opt.OffloadOpt = opt.L.offload,
+    device_map: opt.DeviceMapOpt = opt.L.device_map,
+    attention: opt.AttentionOpt = opt.L.attention,
+    compile_unet: opt.CompileOpt = opt.L.compile,
+    lora: opt.LoraOpt = None,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
     """Generate the in-between frames of a chain of key frames.
 
-    N key frames give N-1 segments of 16 model frames each, joined without repeating the shared keys.
+    N key frames give N-1 segments of 16 model frames each (--num-frames), joined without repeating the shared
+    keys.
     """
-    from toonctl.render import prepare_shot, render_shot
+    from toonctl.io.video import output_complete
+    from toonctl.render import ChainFrames, prepare_shot, render_shot
 
     out = Output(json_mode=json_out, quiet=quiet)
     settings = opt.settings_from_options(locals())
-    if skip_existing and output.exists():
+    options = opt.load_options(locals())
+    if skip_existing and output_complete(output):  # a file, or a folder holding frames
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return
-    model = find_model(weights, config)
+    model = find_model(options)
     shot = prepare_shot(keyframes, output, settings, model[1])
     for note in shot.notes:
         out.warn(note)
-    pipe = load_pipeline(
-        out, model, device, dtype, decoder,
-        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
-    )  # fmt: skip
+    pipe = load_pipeline(out, options, model, frame_size=shot.size)
     with render_progress(out, output.name, settings.steps) as hooks:
-        result = render_shot(pipe, shot, settings, hooks, release_encoders=True)
+        result = render_shot(pipe, shot, settings, ChainFrames(release_encoders=True), hooks)
     h, w = result.size
     out.result(
         f"wrote {result.output} ({result.frames} frames, {h}×{w}, {result.fps:g} fps, {result.seconds:.1f} s)",

@@ -14,8 +14,6 @@ from toonctl.cli._model import find_model, load_pipeline, render_progress
 from toonctl.cli._output import Output
 
 SKETCH = "Sketch control"
-ENCODER_FILES = ("sketch_encoder.ckpt", "sketch_encoder-fp16.safetensors")  # official, kijai's fp16 copy
-EXTRACTOR_FILES = ("sketch_extractor.pth",)
 
 SketchOpt = Annotated[
     list[str] | None,
@@ -71,7 +69,8 @@ SketchEncoderOpt = Annotated[
 OutputOpt = Annotated[
     Path,
     typer.Option(
-        "--output", "-o", help="Output: .mp4 .webm .gif .webp .apng, or a folder for numbered PNGs.",
+        "--output", "-o", parser=opt.parse_output,
+        help="Output: .mp4 .webm .gif .webp .apng, or a folder ending in / for numbered PNGs.",
         show_default=False,
     ),
 ]  # fmt: skip
@@ -113,6 +112,7 @@ def sketch_interp(
     eta: opt.EtaOpt = opt.D.eta,
     frame_stride: opt.FrameStrideOpt = opt.D.frame_stride,
     inbetweens: opt.InbetweensOpt = opt.D.inbetweens,
+    num_frames: opt.NumFramesOpt = opt.D.num_frames,
     fps: opt.FpsOpt = opt.D.fps,
     size: opt.SizeOpt = None,
     fit: opt.FitOpt = opt.D.fit,
@@ -120,16 +120,17 @@ def sketch_interp(
     exact_keys: opt.ExactKeysOpt = opt.D.exact_keys,
     quality: opt.QualityOpt = opt.D.quality,
     skip_existing: SkipExistingOpt = False,
-    weights: opt.WeightsOpt = None,
+    weights: opt.WeightsOpt = opt.L.weights,
     sketch_encoder: SketchEncoderOpt = None,
-    config: opt.ConfigOpt = None,
-    device: opt.DeviceOpt = "auto",
-    dtype: opt.DtypeOpt = "auto",
-    decoder: opt.DecoderOpt = "dualref",
-    offload: opt.OffloadOpt = "none",
-    device_map: opt.DeviceMapOpt = None,
-    attention: opt.AttentionOpt = "auto",
-    compile_unet: opt.CompileOpt = False,
+    config: opt.ConfigOpt = opt.L.config,
+    device: opt.DeviceOpt = opt.L.device,
+    dtype: opt.DtypeOpt = opt.L.dtype,
+    decoder: opt.DecoderOpt = opt.L.decoder,
+    offload: opt.OffloadOpt = opt.L.offload,
+    device_map: opt.DeviceMapOpt = opt.L.device_map,
+    attention: opt.AttentionOpt = opt.L.attention,
+    compile_unet: opt.CompileOpt = opt.L.compile,
+    lora: opt.LoraOpt = None,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -138,40 +139,37 @@ def sketch_interp(
     Sketch INDEX is the output frame it shapes, numbered as written (key 0 is frame 0; with -n the frames
     kept). Frames without a sketch follow the model, as in `interpolate`.
     """
+    from toonctl.errors import OptionError
     from toonctl.io.sketches import load_sketches
-    from toonctl.pipelines.chain import ChainSettings
-    from toonctl.pipelines.sketch import chain_frame_map, sketch_segment_kwargs
-    from toonctl.render import prepare_shot, render_shot
+    from toonctl.io.video import output_complete
+    from toonctl.pipelines.loading import plan_load
+    from toonctl.pipelines.sketch import SketchGuidance
+    from toonctl.render import ChainFrames, chain_output_frames, check_sketch_indices, prepare_shot, render_shot
 
     out = Output(json_mode=json_out, quiet=quiet)
     _check_choices(polarity, sketch_context)
     settings = opt.settings_from_options(locals())
-    if skip_existing and output.exists():
+    options = opt.load_options(locals(), sketch_encoder=sketch_encoder)
+    if skip_existing and output_complete(output):  # a file, or a folder holding frames
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return
     paths = _sketch_paths(sketch, sketches)
-    model = find_model(weights, config)
-    encoder_path = _weights_file(sketch_encoder, ENCODER_FILES, "--sketch-encoder", weights)
+    model = find_model(options)
+    plan_load(options, *model)  # the sketch encoder's file is found before any image is read
     shot = prepare_shot(keyframes, output, settings, model[1])
-    chain = ChainSettings(inbetweens=settings.inbetweens, loop=settings.loop, exact_keys=settings.exact_keys)
-    num_generated = model[1].unet.temporal_length
-    _check_indices(paths, len(chain_frame_map(len(shot.keyframes), num_generated, chain)))
+    try:
+        check_sketch_indices(paths, chain_output_frames(len(shot.keyframes), settings, model[1]))
+    except OptionError as exc:  # the indices come from either flag
+        raise typer.BadParameter(str(exc), param_hint="--sketch/--sketches") from None
     loaded = load_sketches(paths, shot.size, settings.fit, polarity)
     for note in shot.notes:
         out.warn(note)
     for note in loaded.notes:
         out.info(note)
-    pipe = load_pipeline(
-        out, model, device, dtype, decoder,
-        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
-    )  # fmt: skip
-    encoder = _load_encoder(out, encoder_path, model[1], pipe)
-    segment_kwargs = sketch_segment_kwargs(
-        encoder, loaded.hints, len(shot.keyframes), num_generated, chain, scale=control_scale, dense=dense,
-        context=sketch_context, text_tokens=model[1].unet.text_context_len,
-    )  # fmt: skip
+    pipe = load_pipeline(out, options, model, frame_size=shot.size)
+    guidance = SketchGuidance(loaded.hints, scale=control_scale, dense=dense, context=sketch_context)
     with render_progress(out, output.name, settings.steps) as hooks:
-        result = render_shot(pipe, shot, settings, hooks, segment_kwargs=segment_kwargs)
+        result = render_shot(pipe, shot, settings, ChainFrames(sketches=guidance), hooks)
     h, w = result.size
     out.result(
         f"wrote {result.output} ({result.frames} frames, {h}×{w}, {result.fps:g} fps, {len(paths)} sketches, "
@@ -221,16 +219,17 @@ def colorize(
     fit: opt.FitOpt = opt.D.fit,
     quality: opt.QualityOpt = opt.D.quality,
     skip_existing: SkipExistingOpt = False,
-    weights: opt.WeightsOpt = None,
+    weights: opt.WeightsOpt = opt.L.weights,
     sketch_encoder: SketchEncoderOpt = None,
-    config: opt.ConfigOpt = None,
-    device: opt.DeviceOpt = "auto",
-    dtype: opt.DtypeOpt = "auto",
-    decoder: opt.DecoderOpt = "dualref",
-    offload: opt.OffloadOpt = "none",
-    device_map: opt.DeviceMapOpt = None,
-    attention: opt.AttentionOpt = "auto",
-    compile_unet: opt.CompileOpt = False,
+    config: opt.ConfigOpt = opt.L.config,
+    device: opt.DeviceOpt = opt.L.device,
+    dtype: opt.DtypeOpt = opt.L.dtype,
+    decoder: opt.DecoderOpt = opt.L.decoder,
+    offload: opt.OffloadOpt = opt.L.offload,
+    device_map: opt.DeviceMapOpt = opt.L.device_map,
+    attention: opt.AttentionOpt = opt.L.attention,
+    compile_unet: opt.CompileOpt = opt.L.compile,
+    lora: opt.LoraOpt = None,
     json_out: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -241,15 +240,11 @@ def colorize(
     much). More frames than a window are coloured in windows sharing their boundary frames, which are
     coloured first from the references, so colours stay consistent.
     """
-    import time
-
-    import torch
-
     from toonctl.io.sketches import load_sketches
-    from toonctl.io.video import to_uint8, write_frames
-    from toonctl.pipelines.sketch import colorize as colorize_frames
-    from toonctl.pipelines.sketch import colorize_passes
-    from toonctl.render import prepare_shot
+    from toonctl.io.video import output_complete
+    from toonctl.pipelines.loading import plan_load
+    from toonctl.pipelines.sketch import SketchGuidance, colorize_passes
+    from toonctl.render import ColorizeFrames, frame_ranges, prepare_shot, render_shot
 
     out = Output(json_mode=json_out, quiet=quiet)
     _check_choices(polarity, sketch_context)
@@ -257,19 +252,20 @@ def colorize(
     if not 1 <= len(references) <= 2:
         raise typer.BadParameter(f"give one or two coloured references, got {len(references)}", param_hint="--refs")
     settings = opt.settings_from_options(locals())
-    if skip_existing and output.exists():
+    options = opt.load_options(locals(), sketch_encoder=sketch_encoder)
+    if skip_existing and output_complete(output):  # a file, or a folder holding frames
         out.result(f"skipped {output} (exists)", output=str(output), skipped=True)
         return
     paths = _sketch_paths(sketch, sketches)
     num_frames = max(paths) + 1
     if num_frames < 2:
         raise typer.BadParameter("colorize needs sketches up to at least frame 1", param_hint="--sketches")
-    model = find_model(weights, config)
+    model = find_model(options)
     longest = model[1].unet.temporal_length
     if window is not None and window > longest:
         raise typer.BadParameter(f"at most the model's {longest} frames, got {window}", param_hint="--window")
-    passes = colorize_passes(num_frames, window or longest)
-    encoder_path = _weights_file(sketch_encoder, ENCODER_FILES, "--sketch-encoder", weights)
+    colorize_passes(num_frames, window or longest)
+    plan_load(options, *model)  # the sketch encoder's file is found before any image is read
     shot = prepare_shot(references if len(references) == 2 else references * 2, output, settings, model[1])
     loaded = load_sketches(paths, shot.size, settings.fit, polarity)
     for note in shot.notes:
@@ -278,30 +274,19 @@ def colorize(
         out.info(note)
     missing = [i for i in range(num_frames) if i not in paths]
     if missing:
-        out.warn(f"no sketch for frames {_ranges(missing)}: they get no control")
-    pipe = load_pipeline(
-        out, model, device, dtype, decoder,
-        offload=offload, device_map=device_map, attention=attention, compile_unet=compile_unet,
-    )  # fmt: skip
-    encoder = _load_encoder(out, encoder_path, model[1], pipe)
-    started = time.monotonic()
+        out.warn(f"no sketch for frames {frame_ranges(missing)}: they get no control")
+    pipe = load_pipeline(out, options, model, frame_size=shot.size)
+    guidance = SketchGuidance(loaded.hints, scale=control_scale, dense=dense, context=sketch_context)
+    producer = ColorizeFrames(num_frames, len(references), guidance, window=window)
     with render_progress(out, output.name, settings.steps) as hooks:
-        step_cb = None if hooks.step is None else (lambda info: hooks.step(info["i"] + 1, settings.steps))
-        frames = colorize_frames(
-            pipe, encoder, shot.keyframes[: len(references)], loaded.hints, num_frames, settings.prompt,
-            window=window, scale=control_scale, dense=dense, context=sketch_context,
-            generator=torch.Generator().manual_seed(settings.seed), on_pass=hooks.segment, steps=settings.steps,
-            guidance_scale=settings.guidance_scale, guidance_rescale=settings.guidance_rescale, eta=settings.eta,
-            frame_stride=settings.frame_stride, callback=step_cb,
-        )  # fmt: skip
-        written = write_frames(to_uint8(frames), output, fps=settings.fps, quality=settings.quality)
-    seconds = time.monotonic() - started
-    h, w = shot.size
+        result = render_shot(pipe, shot, settings, producer, hooks)
+    h, w = result.size
     out.result(
-        f"wrote {written} ({num_frames} frames, {h}×{w}, {settings.fps:g} fps, {len(references)} reference"
-        f"{'s' if len(references) == 2 else ''}, {seconds:.1f} s)",
-        output=str(written), frames=num_frames, height=h, width=w, fps=settings.fps, references=len(references),
-        passes=len(passes), seconds=round(seconds, 3), seed=settings.seed, skipped=False,
+        f"wrote {result.output} ({num_frames} frames, {h}×{w}, {settings.fps:g} fps, {len(references)} reference"
+        f"{'s' if len(references) == 2 else ''}, {result.seconds:.1f} s)",
+        output=str(result.output), frames=num_frames, height=h, width=w, fps=settings.fps,
+        references=len(references), passes=result.segments, seconds=round(result.seconds, 3), seed=settings.seed,
+        skipped=False,
     )  # fmt: skip
 
 
@@ -315,6 +300,7 @@ def sketch(
         typer.Option(
             "--output",
             "-o",
+            parser=opt.parse_output,
             show_default=False,
             help="One picture (.png .jpg ...) for an image; a folder (numbered PNGs) or a video for several frames.",
         ),
@@ -347,47 +333,26 @@ def sketch(
 
     Frames come out numbered from 0 in the input's order, so an output folder works as --sketches DIR.
     """
-    import time
-
-    import numpy as np
-    import torch
-
-    from toonctl.device import resolve_device, resolve_dtype
-    from toonctl.io.sketches import check_line_art_output, line_art_to_uint8, read_media, write_line_art
-    from toonctl.models.sketch_extractor import load_sketch_extractor
-    from toonctl.pipelines.sketch import extract_line_art
+    from toonctl.line_art import extract_line_art_files
 
     out = Output(json_mode=json_out, quiet=quiet)
-    try:
-        torch_device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, torch_device)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    frames, source_fps, kind = read_media(source)
-    check_line_art_output(output, frames.shape[0])
-    path = _weights_file(extractor, EXTRACTOR_FILES, "--extractor", None)
-    out.info(f"Loading {path} on {torch_device} ({str(torch_dtype).removeprefix('torch.')})")
-    net = load_sketch_extractor(path, device=torch_device, dtype=torch_dtype)
-    multiple = net.config.size_multiple
-    if load_size % multiple:
-        raise typer.BadParameter(f"must be a multiple of {multiple}, got {load_size}", param_hint="--load-size")
-    started = time.monotonic()
-    arts = []
     with out.progress() as progress:
-        task = None if progress is None else progress.add_task(f"{output.name}: line art", total=frames.shape[0])
-        for begin in range(0, frames.shape[0], 4):
-            chunk = torch.from_numpy(np.array(frames[begin : begin + 4])).permute(0, 3, 1, 2)  # (N, 3, H, W)
-            art = extract_line_art(net, chunk.float().div(127.5).sub(1), load_size=load_size)
-            arts.append(line_art_to_uint8(art))
+        task = None if progress is None else progress.add_task(f"{output.name}: line art", total=None)
+
+        def advance(done: int, total: int) -> None:
             if progress is not None:
-                progress.update(task, completed=begin + chunk.shape[0])
-    rate = fps or source_fps or 8.0
-    written = write_line_art(np.concatenate(arts), output, fps=rate, quality=quality)
-    seconds = time.monotonic() - started
-    count, (h, w) = frames.shape[0], frames.shape[1:3]
+                progress.update(task, completed=done, total=total)
+
+        result = extract_line_art_files(
+            source, output, extractor=extractor, device=device, dtype=dtype, load_size=load_size, fps=fps,
+            quality=quality, log=out.info, progress=advance,
+        )  # fmt: skip
+    count, (h, w) = result.frames, result.size
     out.result(
-        f"wrote {written} ({count} frame{'s' if count > 1 else ''} of line art, {h}×{w}, {seconds:.1f} s)",
-        output=str(written), frames=count, height=h, width=w, input=kind, seconds=round(seconds, 3),
+        f"wrote {result.output} ({count} frame{'s' if count > 1 else ''} of line art, {h}×{w}, "
+        f"{result.seconds:.1f} s)",
+        output=str(result.output), frames=count, height=h, width=w, input=result.input_kind,
+        seconds=round(result.seconds, 3),
     )  # fmt: skip
 
 
@@ -416,82 +381,3 @@ def _sketch_paths(args: list[str] | None, directory: Path | None) -> dict[int, P
     if not paths:
         raise typer.BadParameter("give sketches with --sketch INDEX=PATH or --sketches DIR", param_hint="--sketch")
     return paths
-
-
-def _check_indices(paths: dict[int, Path], count: int) -> None:
-    beyond = [i for i in paths if i >= count]
-    if beyond:
-        raise typer.BadParameter(
-            f"sketches for frames {_ranges(beyond)}, but the output has {count} frames (0..{count - 1})",
-            param_hint="--sketch/--sketches",
-        )
-
-
-def _ranges(indices: list[int]) -> str:
-    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
-    parts, run = [], [indices[0]]
-    for i in indices[1:]:
-        if i == run[-1] + 1:
-            run.append(i)
-        else:
-            parts.append(run)
-            run = [i]
-    parts.append(run)
-    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in parts)
-
-
-def _weights_file(given: Path | None, names: tuple[str, ...], flag: str, model_weights: Path | None) -> Path:
-    """``given``, else the first of ``names`` beside ``--weights`` or in the weights folder."""
-    from toonctl.errors import WeightsNotFoundError
-    from toonctl.weights import weights_dir
-
-    if given is not None:
-        if given.is_file():
-            return given
-        raise WeightsNotFoundError(f"{flag} {given} does not exist", hint="check the path")
-    folders = [weights_dir()]
-    if model_weights is not None:
-        folders.insert(0, model_weights if model_weights.is_dir() else model_weights.parent)
-    for folder in folders:
-        for name in names:
-            if (folder / name).is_file():
-                return folder / name
-    looked = ", ".join(str(f / names[0]) for f in folders)
-    raise WeightsNotFoundError(
-        f"no {names[0]} found (looked for {looked})",
-        hint=f"run `toonctl weights fetch --sketch`, or pass {flag} PATH",
-    )
-
-
-def _load_encoder(out: Output, path: Path, model_config, pipe):
-    """The sketch encoder for ``pipe``'s UNet, on its device and in its dtype."""
-    from toonctl.models.sketch_encoder import SketchEncoderConfig, load_sketch_encoder
-
-    out.info(f"Loading {path}")
-    config = SketchEncoderConfig.for_unet(model_config.unet)
-    return load_sketch_encoder(path, config, device=pipe.device, dtype=next(pipe.unet.parameters()).dtype)
-
-
-def shot_sketch_control(out: Output, sketch_dir: Path, shot, settings, model_config, pipe, encoder_cache: dict,
-                        weights: Path | None):  # fmt: skip
-    """The per-segment control of a ``batch`` shot whose folder has a ``sketches/`` subfolder (sparse,
-    scale 0.6, polarity detected, the text context: the ``sketch-interp`` defaults)."""
-    from toonctl.io.sketches import list_sketches, load_sketches
-    from toonctl.pipelines.chain import ChainSettings
-    from toonctl.pipelines.sketch import chain_frame_map, sketch_segment_kwargs
-
-    paths = list_sketches(sketch_dir)
-    chain = ChainSettings(inbetweens=settings.inbetweens, loop=settings.loop, exact_keys=settings.exact_keys)
-    num_generated = model_config.unet.temporal_length
-    count = len(chain_frame_map(len(shot.keyframes), num_generated, chain))
-    beyond = [i for i in paths if i >= count]
-    if beyond:
-        raise ValueError(f"sketches for frames {_ranges(beyond)}, but the output has {count} frames (0..{count - 1})")
-    if "encoder" not in encoder_cache:
-        path = _weights_file(None, ENCODER_FILES, "--sketch-encoder", weights)
-        encoder_cache["encoder"] = _load_encoder(out, path, model_config, pipe)
-    loaded = load_sketches(paths, shot.size, settings.fit, "auto")
-    return sketch_segment_kwargs(
-        encoder_cache["encoder"], loaded.hints, len(shot.keyframes), num_generated, chain,
-        text_tokens=model_config.unet.text_context_len,
-    )  # fmt: skip

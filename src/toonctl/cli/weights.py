@@ -18,12 +18,10 @@ from toonctl.cli import _options as opt
 from toonctl.cli._errors import EXIT_ERROR, handle_errors
 from toonctl.cli._help import Command, Group
 from toonctl.cli._output import Output, examples_epilog
+from toonctl.dtypes import DTYPE_NAMES
 
-
-class SaveDtype(str, Enum):
-    fp16 = "fp16"
-    bf16 = "bf16"
-    fp32 = "fp32"
+# the dtypes of toonctl.dtypes, smallest first: fp16 (the default), bf16, fp32
+SaveDtype = Enum("SaveDtype", {name: name for name in reversed(DTYPE_NAMES)}, type=str)
 
 
 DestOpt = Annotated[
@@ -289,5 +287,5 @@ def verify(
     if json_output:
         out.result(f"{report.path} failed verification", **fields)
     for problem in report.problems:
-        out.err.print(f"Error: {problem}", markup=False)
+        out.err.print(f"Error: {problem}", markup=False, soft_wrap=True)  # one line, however narrow the terminal
     raise typer.Exit(EXIT_ERROR)

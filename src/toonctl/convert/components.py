@@ -13,7 +13,7 @@ A converted directory holds::
 It is written from the official layout (``convert/tooncrafter.py``: ``model.ckpt`` or an official-layout
 safetensors) one component at a time, so converting needs about one component's memory on top of the
 memory-mapped source. The tensors inference never reads (last text block, ``visual.proj``, ...) are dropped
-on the way. ``config.json`` is a valid ``toonctl.config.load_config`` input: the extra keys are ignored there.
+on the way. ``config.json`` is a valid ``toonctl.convert.config.load_config`` input: the extra keys are ignored there.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from toonctl.convert.tooncrafter import (
     COMPONENTS,
     SCHEDULE_KEYS,
     build_empty,
-    check_modules,
+    check_components,
     load_module,
     load_schedule,
     read_state_dict,
     split_state_dict,
 )
+from toonctl.dtypes import DTYPE_NAMES, long_name, torch_dtype
 from toonctl.errors import CheckpointError, CheckpointMismatchError, ConfigError
 from toonctl.models.configs import ToonCrafterConfig
 
@@ -46,17 +47,17 @@ CONFIG_NAME = "config.json"
 SCHEDULE = "schedule"
 # Every file of a converted directory, in writing order (config.json is written last).
 COMPONENT_FILES = {name: f"{name}.safetensors" for name in (*COMPONENTS, SCHEDULE)}
-SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SAVE_DTYPES = {long: torch_dtype(long) for long in DTYPE_NAMES.values()}  # "float32" -> torch.float32, ...
 
 ProgressFn = Callable[[str, int, int], None]  # (component name, index starting at 1, number of components)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.float16`` -> ``"float16"`` (the spelling stored in ``config.json``)."""
-    for name, value in SAVE_DTYPES.items():
-        if value == dtype:
-            return name
-    raise ValueError(f"cannot save weights as {dtype}; choose one of {', '.join(SAVE_DTYPES)}")
+    try:
+        return long_name(dtype)
+    except ValueError:
+        raise ValueError(f"cannot save weights as {dtype}; choose one of {', '.join(SAVE_DTYPES)}") from None
 
 
 def save_components(
@@ -114,6 +115,12 @@ def save_components(
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         _match_permissions(tmp)
         _move_into_place(tmp, out_dir)
+    except Exception as exc:  # a full disk: safetensors reports it as its own error type, os as OSError
+        from toonctl.io.atomic import is_disk_full, output_error
+
+        if is_disk_full(exc):
+            raise output_error(out_dir, exc) from exc
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -149,7 +156,7 @@ def check_architecture(
 
     Builds the modules on the meta device: no memory for weights, no tensor data read.
     """
-    check_modules({name: build_empty(config, name) for name in plan if name != SCHEDULE}, state_dict, plan)
+    check_components({name: build_empty(config, name) for name in plan if name != SCHEDULE}, state_dict, plan)
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

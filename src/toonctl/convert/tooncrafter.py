@@ -14,21 +14,29 @@ and dtype as it is assigned.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from toonctl.errors import CheckpointError, CheckpointMismatchError
+from toonctl.checkpoint import (  # noqa: F401  (re-exported: the strict loader's names, for the converters)
+    IMAGE_EMBEDDER_PREFIX,
+    IMAGE_PROJ_PREFIX,
+    TEXT_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    build_checked,
+    check_modules,
+    find_mismatches,
+    load_module,
+    read_state_dict,
+    strip_shared_prefix,
+)
+from toonctl.errors import CheckpointMismatchError
 from toonctl.models.configs import ToonCrafterConfig
-
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-TEXT_PREFIX = "cond_stage_model.model."
-IMAGE_EMBEDDER_PREFIX = "embedder.model."
-IMAGE_PROJ_PREFIX = "image_proj_model."
+from toonctl.presets import MODEL_COMPONENTS
 
 # Schedule buffers (no prefix) the sampler reads, and the ones the official model stores but never reads.
 SCHEDULE_KEYS = (
@@ -94,97 +102,14 @@ def _build_image_proj(config: ToonCrafterConfig) -> nn.Module:
     return Resampler(config.image_proj)
 
 
-COMPONENTS: dict[str, Component] = {
-    c.name: c
-    for c in (
-        Component("unet", UNET_PREFIX, _build_unet),
-        Component("vae", VAE_PREFIX, _build_vae),
-        Component("text_encoder", TEXT_PREFIX, _build_text),
-        Component("image_encoder", IMAGE_EMBEDDER_PREFIX, _build_image),
-        Component("image_proj", IMAGE_PROJ_PREFIX, _build_image_proj),
-    )
+_PARTS = {  # each of presets.MODEL_COMPONENTS: its key prefix in the official checkpoint, its builder
+    "unet": (UNET_PREFIX, _build_unet),
+    "vae": (VAE_PREFIX, _build_vae),
+    "text_encoder": (TEXT_PREFIX, _build_text),
+    "image_encoder": (IMAGE_EMBEDDER_PREFIX, _build_image),
+    "image_proj": (IMAGE_PROJ_PREFIX, _build_image_proj),
 }
-
-
-class _SafetensorsDict(Mapping):
-    """A read-on-demand view of a safetensors file (one tensor in memory at a time)."""
-
-    def __init__(self, path: Path) -> None:
-        from safetensors import safe_open
-
-        self._file = safe_open(str(path), framework="pt", device="cpu")
-        self._keys = list(self._file.keys())
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self._file.get_tensor(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._file.get_slice(key).get_shape())
-
-
-def read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
-    """Open an official-layout checkpoint (``.ckpt``/``.pt``/``.pth`` or ``.safetensors``).
-
-    Returns a mapping of official key -> tensor. ``.ckpt`` files are memory-mapped and
-    ``.safetensors`` files are read tensor by tensor, so nothing is loaded twice.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        try:
-            return _SafetensorsDict(path)
-        except Exception as exc:  # SafetensorError: truncated header, bad JSON, ...
-            raise CheckpointError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
-    try:
-        obj = _torch_load(path)
-    except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
-        raise CheckpointError(
-            f"cannot read {path}: it is truncated, corrupt or not a PyTorch checkpoint ({_load_failure(exc)})",
-            hint="re-download it (toonctl weights fetch) or check the path",
-        ) from exc
-    return _unwrap(obj, path)
-
-
-def _load_failure(exc: Exception) -> str:
-    """The useful part of a ``torch.load`` failure.
-
-    A refused weights-only load carries a page of advice (including re-running with ``weights_only=False``,
-    which toonctl never does); what went wrong is the text after ``WeightsUnpickler error:``.
-    """
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
-        detail = detail.split(" Please use ")[0].strip()
-        return f"refused by the tensors-only loader: {detail}" if detail else "refused by the tensors-only loader"
-    return text.splitlines()[0] if text.strip() else type(exc).__name__
-
-
-def _torch_load(path: Path) -> object:
-    """``torch.load`` restricted to tensors and containers; memory-mapped when the file allows it."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):  # only the pre-1.6 (non-zip) format cannot be memory-mapped
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    elif isinstance(obj, dict) and "module" in obj and isinstance(obj["module"], dict):
-        # deepspeed: keys carry a "_forward_module." prefix, which the official loader strips.
-        obj = {k.removeprefix("_forward_module."): v for k, v in obj["module"].items()}
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return obj
+COMPONENTS: dict[str, Component] = {name: Component(name, *_PARTS[name]) for name in MODEL_COMPONENTS}
 
 
 def split_state_dict(
@@ -229,105 +154,11 @@ def build_empty(config: ToonCrafterConfig, name: str) -> nn.Module:
     return module.eval().requires_grad_(False)
 
 
-def find_mismatches(
-    module: nn.Module, state_dict: Mapping[str, torch.Tensor], keys: Mapping[str, str], *, name: str
-) -> tuple[list[str], list[str], list[str]]:
-    """Compare ``keys`` (local -> official) with ``module``'s state dict: (missing, unexpected, wrong shape)."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
-    prefix = COMPONENTS[name].prefix if name in COMPONENTS else ""
-    missing = [prefix + k for k in sorted(set(expected) - set(keys))]
-    unexpected = [keys[k] for k in sorted(set(keys) - set(expected))]
-    mismatched = []
-    for local in sorted(set(expected) & set(keys)):
-        shape = _shape_of(state_dict, keys[local])
-        if shape != expected[local]:
-            mismatched.append(f"{keys[local]} {list(shape)} (expected {list(expected[local])})")
-    return missing, unexpected, mismatched
-
-
-def strip_shared_prefix(keys: Iterable[str], prefix: str) -> dict[str, str]:
-    """``{key less prefix: key}`` when every key starts with ``prefix`` (a wrapper's name), else ``{key: key}``."""
-    keys = list(keys)
-    if keys and all(k.startswith(prefix) for k in keys):
-        return {k[len(prefix) :]: k for k in keys}
-    return {k: k for k in keys}
-
-
-def build_checked(
-    name: str,
-    build: Callable[[], nn.Module],
-    state_dict: Mapping[str, torch.Tensor],
-    keys: Mapping[str, str],
-    *,
-    message: str,
-    hint: str,
-) -> nn.Module:
-    """``build()`` on the meta device, checked against ``state_dict`` under ``keys`` (see ``check_modules``)."""
-    with torch.device("meta"):
-        module = build()
-    check_modules({name: module}, state_dict, {name: keys}, message=message, hint=hint)
-    return module
-
-
-def check_modules(
-    modules: Mapping[str, nn.Module],
-    state_dict: Mapping[str, torch.Tensor],
-    plan: Mapping[str, Mapping[str, str]],
-    *,
-    message: str | None = None,
-    hint: str = "check that --config describes this checkpoint",
+def check_components(
+    modules: Mapping[str, nn.Module], state_dict: Mapping[str, torch.Tensor], plan: Mapping[str, Mapping[str, str]]
 ) -> None:
-    """Raise one ``CheckpointMismatchError`` naming every missing, unexpected or wrong-shape key of ``modules``
-    (built on meta) against ``plan`` (``{name: {local key: checkpoint key}}``); no tensor data is read."""
-    missing, unexpected, mismatched = [], [], []
-    for name, module in modules.items():
-        m, u, w = find_mismatches(module, state_dict, plan[name], name=name)
-        missing += m
-        unexpected += u
-        mismatched += w
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(
-            message or f"the checkpoint does not match the architecture of the config ({', '.join(modules)})",
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-            hint=hint,
-        )
-
-
-def load_module(
-    module: nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
-    keys: Mapping[str, str],
-    *,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> nn.Module:
-    """Load ``state_dict[keys[local]]`` into ``module`` (built on meta), tensor by tensor, strictly.
-
-    Each tensor goes straight to ``device`` and ``dtype`` (integer tensors keep theirs).
-    """
-    tensors = {}
-    for local, official in keys.items():
-        tensor = state_dict[official]
-        target_dtype = dtype if tensor.is_floating_point() else tensor.dtype
-        tensors[local] = tensor.to(device=device, dtype=target_dtype)
-    module.load_state_dict(tensors, strict=True, assign=True)
-    _check_no_meta_tensors(module)
-    return module
-
-
-def _shape_of(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
-    if hasattr(state_dict, "shape"):  # read-on-demand mappings give shapes without loading the tensor
-        return state_dict.shape(key)
-    return tuple(state_dict[key].shape)
-
-
-def _check_no_meta_tensors(module: nn.Module) -> None:
-    """Non-persistent buffers are not in checkpoints: a module built on meta must not have any."""
-    for name, buf in module.named_buffers():
-        if buf.is_meta:
-            raise RuntimeError(f"buffer {name} of {type(module).__name__} is still on the meta device after loading")
+    """``check_modules`` for components of ``COMPONENTS``, missing keys named with their official prefix."""
+    check_modules(modules, state_dict, plan, prefixes={name: COMPONENTS[name].prefix for name in modules})
 
 
 def load_schedule(state_dict: Mapping[str, torch.Tensor], keys: Mapping[str, str], config: ToonCrafterConfig):
@@ -355,7 +186,7 @@ def load_components(
 
     Args:
         path: ``model.ckpt`` (``{"state_dict": ...}``) or an official-layout ``.safetensors``.
-        config: the architecture (``toonctl.config.load_config``).
+        config: the architecture (``toonctl.convert.config.load_config``).
         components: subset of ``COMPONENTS`` to load (default: all).
         device, dtype: where and in which floating dtype the weights land (schedule stays float32).
 
@@ -365,7 +196,7 @@ def load_components(
     state_dict = read_state_dict(path)
     plan = split_state_dict(state_dict, config, components)
     modules = {name: build_empty(config, name) for name in plan if name != "schedule"}
-    check_modules(modules, state_dict, plan)
+    check_components(modules, state_dict, plan)
     loaded: dict[str, object] = {
         name: load_module(module, state_dict, plan[name], device=device, dtype=dtype)
         for name, module in modules.items()

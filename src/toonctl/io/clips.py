@@ -21,8 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from toonctl.errors import DataError
+from toonctl.io.atomic import write_text_atomic
 from toonctl.io.frames import IMAGE_SUFFIXES, MAX_PIXELS, list_frame_files, natural_key
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")  # decoded by ffmpeg
@@ -39,6 +38,7 @@ MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")  # a folder holding one of t
 MANIFEST_COLUMNS = ("path", "caption", "fps", "start", "end")
 WEBVID_COLUMNS = ("videoid", "name", "page_dir")
 PROMPT_FILE = "prompt.txt"
+SKETCH_FOLDER = "sketches"  # the clips' line art beside them (toonctl train sketch-encoder): never a clip
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def write_manifest(records: Iterable[ClipRecord], path: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
         text = buffer.getvalue()
-    write_text_atomically(path, text)
+    write_text_atomic(path, text)
     return path
 
 
@@ -185,27 +185,6 @@ def _row(record: ClipRecord, root: Path, extra_columns: list[str]) -> dict:
     }
     row.update({column: record.extra.get(column, "") for column in extra_columns})
     return row
-
-
-def write_text_atomically(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 # --------------------------------------------------------------------------------------------- discovery
@@ -248,7 +227,7 @@ def _discover_folder(folder: Path) -> list[ClipRecord]:
             return read_manifest(folder / name)
     entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=natural_key)
     videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES + ANIMATION_SUFFIXES]
-    folders = [p for p in entries if p.is_dir()]
+    folders = [p for p in entries if p.is_dir() and p.name != SKETCH_FOLDER]
     stills = [p for p in entries if p.is_file() and p.suffix.lower() in set(IMAGE_SUFFIXES) - set(ANIMATION_SUFFIXES)]
     if stills and not folders and not any(p.suffix.lower() in VIDEO_SUFFIXES for p in videos):
         return [ClipRecord(folder, caption=_caption_for(folder))]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
-from toonctl.errors import InputImageError, UnsupportedSizeError
+from toonctl.errors import InputImageError, RequestedSizeError
 from toonctl.presets import FIT_MODES
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ MAX_PIXELS = 64_000_000  # far above any sensible key drawing, and below PIL's d
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 NATIVE_SIZE = (320, 512)  # (H, W) the model was trained at
 SIZE_MULTIPLE = 64
+# The largest output frame: 1 megapixel (6.4x the native 320x512, e.g. 1024x1024 or 640x1536), at most
+# 2048 px on a side. The model degrades far from its training size, and memory grows with the area.
+MAX_OUTPUT_PIXELS = 1024 * 1024
+MAX_OUTPUT_SIDE = 2048
 WHITE = (255, 255, 255)
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -128,12 +132,12 @@ def _check_dimensions(img: Image.Image, path: Path) -> None:
     width, height = img.size
     if width * height > MAX_PIXELS:
         raise InputImageError(
-            f"cannot read {path}: the image is too large ({width}x{height} = {width * height / 1e6:.1f} megapixels;"
+            f"cannot read {path}: the image is too large ({height}x{width} = {width * height / 1e6:.1f} megapixels;"
             f" the limit is {MAX_PIXELS / 1e6:g})"
         )
     if min(width, height) < MIN_SIDE:
         raise InputImageError(
-            f"cannot read {path}: the image is too small ({width}x{height}); key frames need at least"
+            f"cannot read {path}: the image is too small ({height}x{width} HxW); key frames need at least"
             f" {MIN_SIDE} pixels on each side"
         )
 
@@ -257,15 +261,21 @@ def choose_size(
         native: the size the model was trained at, (H, W).
 
     Raises:
-        UnsupportedSizeError: ``requested`` is not a pair of positive multiples of ``multiple``.
+        RequestedSizeError: ``requested`` is not a pair of positive multiples of ``multiple``, or larger
+            than ``MAX_OUTPUT_PIXELS`` / ``MAX_OUTPUT_SIDE``.
     """
     if requested is not None:
         height, width = requested
+        if height * width > MAX_OUTPUT_PIXELS or max(height, width) > MAX_OUTPUT_SIDE:
+            raise RequestedSizeError(
+                f"frame size {height}x{width} (HxW) is too large: at most {MAX_OUTPUT_PIXELS / 2**20:g} megapixel"
+                f" and {MAX_OUTPUT_SIDE} px on a side (the model was trained at {native[0]}x{native[1]})"
+            )
         if height > 0 and width > 0 and height % multiple == 0 and width % multiple == 0:
             return int(height), int(width)
         near_h, near_w = (max(multiple, round(side / multiple) * multiple) for side in (height, width))
-        raise UnsupportedSizeError(
-            f"frame size {height}x{width} is not supported: height and width must be multiples of {multiple}"
+        raise RequestedSizeError(
+            f"frame size {height}x{width} (HxW) is not supported: height and width must be multiples of {multiple}"
             f" (the nearest valid size is {near_h}x{near_w})"
         )
     landscape = (min(native), max(native))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from toonctl.errors import InputImageError, OutputError
+from toonctl.io.atomic import atomic_path, check_writable
 from toonctl.io.frames import fit_image, list_frame_files, read_image
 
 if TYPE_CHECKING:
@@ -219,8 +219,9 @@ def check_line_art_output(path: str | Path, count: int) -> None:
                 f"cannot write {count} frames of line art to {path}: a {path.suffix} holds one picture",
                 hint="give a folder (ending in /) for numbered PNGs, or a video file",
             )
-        if not path.parent.is_dir():
-            raise OutputError(f"cannot write {path}: the folder {path.parent} does not exist (create it first)")
+        check_writable(path)  # the folder exists and takes a new file (a probe is made and removed)
+        if path.is_dir():
+            raise OutputError(f"cannot write {path}: a folder of that name is in the way")
         return
     check_output(path)
 
@@ -238,17 +239,10 @@ def write_line_art(frames: np.ndarray, path: str | Path, *, fps: float = 8.0, qu
 
 
 def _write_still(gray: np.ndarray, path: Path) -> Path:
-    """Save under a temporary name in the same folder, then rename: never a half-written file."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.stem}.partial-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(gray).save(temp)  # 2-D uint8: mode L
-        os.replace(temp, path)
-    except BaseException as exc:
-        Path(temp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
+    """Save under a temporary name in the same folder, then rename: never a half-written file. The file
+    gets the umask's permissions, like every other output."""
+    with atomic_path(path) as temp:
+        Image.fromarray(gray).save(temp, format=Image.registered_extensions().get(path.suffix.lower()))
     return path
 
 

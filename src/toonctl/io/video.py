@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageSequence
 
-from toonctl.errors import InputImageError, OutputError
+from toonctl.errors import DiskFullError, InputImageError, OutputError
+from toonctl.io.atomic import PARTIAL_MARKER, check_writable, is_disk_full, output_error, partial_path
 from toonctl.io.frames import list_frame_files, read_image
 
 if TYPE_CHECKING:
@@ -59,17 +60,51 @@ _DURATION_TICK_MS = {"gif": 10, "webp": 1, "apng": 1}  # GIF stores delays in ce
 # --------------------------------------------------------------------------------------------- paths
 
 
+class FolderPath(type(Path())):
+    """A path written with a trailing ``/`` (``pathlib`` drops it): the output is a folder of numbered PNGs."""
+
+
+def parse_output_path(text: str) -> Path:
+    """An ``-o`` value as the user typed it (the CLI's rule, stricter than ``output_kind``'s).
+
+    Ending in ``/``: a ``FolderPath`` (numbered PNGs). An existing folder: that folder. Otherwise the name
+    needs a suffix: ``-o result`` is refused rather than silently becoming a folder, and ``-o -`` too
+    (there is no writing to standard output).
+
+    Raises:
+        OutputError: ``-``, an empty path, or a new name without a suffix.
+    """
+    if text in ("-", ""):
+        raise OutputError(
+            f"cannot write to {text or 'an empty path'!r}: toonctl writes files, not standard output",
+            hint="give a file name (out.mp4, out.gif, ...) or a folder ending in / for numbered PNGs",
+        )
+    if text.endswith(("/", os.sep)):
+        return FolderPath(text)
+    path = Path(text)
+    if not path.suffix and not path.is_dir():
+        raise OutputError(
+            f"cannot write {path}: no file type (a suffix: {', '.join(OUTPUT_KINDS)}, ...)",
+            hint=f"add a suffix ({path.name}.mp4), or end the path with / for a folder of numbered PNGs ({path}/)",
+        )
+    return path
+
+
 def output_kind(path: str | Path) -> str:
     """The kind of output ``path`` asks for: a value of ``OUTPUT_KINDS``, or ``FRAMES_KIND`` for a folder.
 
-    A folder is a path ending in ``/``, an existing folder, or a name without a suffix.
+    A folder is a path ending in ``/`` (a ``FolderPath``, or a string), an existing folder, or (for
+    library callers, whose ``Path`` objects cannot end in ``/``) a name without a suffix. The CLI
+    refuses that last case (``parse_output_path``). ``-`` (standard output) is refused.
 
     Raises:
-        OutputError: an unsupported suffix; the message lists the supported ones.
+        OutputError: an unsupported suffix (the message lists the supported ones), or ``-``.
     """
     text = str(path)
+    if text == "-":
+        parse_output_path(text)  # raises: not standard output
     path = Path(path)
-    if text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
+    if isinstance(path, FolderPath) or text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
         return FRAMES_KIND
     suffix = path.suffix.lower()
     if suffix in OUTPUT_KINDS:
@@ -91,18 +126,12 @@ def check_output(path: str | Path, *, overwrite: bool = True) -> str:
     """
     kind = output_kind(path)
     path = Path(path)
-    parent = path.parent
-    if not parent.exists():
-        raise OutputError(f"cannot write {path}: the folder {parent} does not exist (create it first)")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {path}: the folder {parent} is not writable")
+    check_writable(path)  # creates and removes a probe file: the folder exists and takes new files
     if kind == FRAMES_KIND:
         if path.exists() and not path.is_dir():
             raise OutputError(f"cannot write frames into {path}: it exists and is not a folder")
-        if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
-            raise OutputError(f"cannot write frames into {path}: the folder is not writable")
+        if path.is_dir():
+            check_writable(path, folder=path)
         if not overwrite and path.is_dir() and _numbered_frames(path):
             raise OutputError(f"{path} already holds numbered frames", hint="pass --overwrite to replace them")
     else:
@@ -115,6 +144,18 @@ def check_output(path: str | Path, *, overwrite: bool = True) -> str:
 
 def _numbered_frames(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if _NUMBERED_FRAME.fullmatch(p.name)]
+
+
+def output_complete(path: str | Path) -> bool:
+    """Whether a finished output is at ``path``: a file, or a folder holding numbered frames.
+
+    Outputs are renamed into place only when complete, so existing means finished; an empty folder
+    (made by hand, or by ``mkdir``) is not a finished folder of frames.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return bool(_numbered_frames(path))
+    return path.is_file()
 
 
 # --------------------------------------------------------------------------------------------- tensors
@@ -188,7 +229,7 @@ def write_frames(
         else:
             _write_file_atomically(frames, path, kind, fps=fps, crf=crf)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise output_error(path, exc) from exc
     return path
 
 
@@ -201,7 +242,7 @@ def _check_frames(frames: np.ndarray, kind: str, path: Path) -> None:
         raise ValueError(f"no pixels to write: frames of shape {frames.shape}")
     if kind in _FFMPEG_ARGS and (height % 2 or width % 2):
         raise OutputError(
-            f"cannot write {path}: {kind} (yuv420p) needs an even width and height, got {width}x{height}"
+            f"cannot write {path}: {kind} (yuv420p) needs an even height and width, got {height}x{width} (HxW)"
         )
 
 
@@ -213,10 +254,10 @@ def _each_frame(frames: np.ndarray) -> Iterator[np.ndarray]:
 
 def _write_file_atomically(frames: np.ndarray, path: Path, kind: str, *, fps: float, crf: int) -> None:
     # The suffix stays at the end of the temporary name: some tools pick the format from it.
-    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    partial = partial_path(path)
     try:
         if kind in _FFMPEG_ARGS:
-            _encode_with_ffmpeg(frames, partial, kind, fps=fps, crf=crf)
+            _encode_with_ffmpeg(frames, partial, kind, fps=fps, crf=crf, shown=path)
         else:
             _save_with_pillow(frames, partial, kind, fps=fps)
         os.replace(partial, path)
@@ -225,14 +266,14 @@ def _write_file_atomically(frames: np.ndarray, path: Path, kind: str, *, fps: fl
         raise
 
 
-def _encode_with_ffmpeg(frames: np.ndarray, target: Path, kind: str, *, fps: float, crf: int) -> None:
-    """Pipe raw RGB frames into ffmpeg; raise ``OutputError`` with ffmpeg's message if it fails."""
+def _encode_with_ffmpeg(frames: np.ndarray, target: Path, kind: str, *, fps: float, crf: int, shown: Path) -> None:
+    """Pipe raw RGB frames into ffmpeg, writing ``target``; raise ``OutputError`` naming ``shown`` if it fails."""
     import imageio_ffmpeg
 
     try:
         ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:
-        raise OutputError(f"cannot write {target.name}: ffmpeg not found ({exc})") from exc
+        raise OutputError(f"cannot write {shown}: ffmpeg not found ({exc})") from exc
     _, height, width, _ = frames.shape
     rate = Fraction(fps).limit_denominator(1001)  # exact for 8, 24, 30000/1001, ...
     command = [
@@ -257,7 +298,9 @@ def _encode_with_ffmpeg(frames: np.ndarray, target: Path, kind: str, *, fps: flo
             log.seek(0)
             lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
             detail = lines[-1] if lines else f"exit code {returncode}"
-            raise OutputError(f"cannot write {target.name}: ffmpeg failed: {detail}")
+            if is_disk_full(OSError(detail)):
+                raise DiskFullError(f"cannot write {shown}: no space left on the device")
+            raise OutputError(f"cannot write {shown}: ffmpeg failed: {detail}")
 
 
 def _feed(process: subprocess.Popen, frames: np.ndarray) -> None:
@@ -296,7 +339,8 @@ def frame_durations_ms(count: int, fps: float, tick_ms: int = 1) -> list[int]:
 def _write_frame_folder(frames: np.ndarray, path: Path) -> None:
     """Numbered PNGs, written aside and renamed into place (see ``write_frames``)."""
     existing = path.is_dir()
-    staging = path / f".partial-{os.getpid()}" if existing else path.with_name(f".{path.name}.partial-{os.getpid()}")
+    marker = f"{PARTIAL_MARKER}{os.getpid()}"
+    staging = path / marker if existing else path.with_name(f".{path.name}{marker}")
     _remove(staging)  # left by a crashed run that had the same process id
     try:
         staging.mkdir()
@@ -378,12 +422,26 @@ def _read_video(path: Path) -> tuple[np.ndarray, float | None]:
         width, height = meta["size"]
         frames = [np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader]
     except (OSError, RuntimeError, StopIteration) as exc:
-        raise InputImageError(f"cannot read {path}: not a video ffmpeg can decode ({exc})") from exc
+        # One line: ffmpeg's ~25-line banner stays in the chained exception (TOONCTL_DEBUG=1 shows it).
+        raise InputImageError(f"cannot read {path}: not a video ffmpeg can decode ({ffmpeg_summary(exc)})") from exc
     finally:
         reader.close()  # stops ffmpeg and closes its pipes
     if not frames:
         raise InputImageError(f"cannot read {path}: the video has no frames")
     return np.stack(frames), float(meta["fps"]) if meta.get("fps") else None
+
+
+_FFMPEG_PROBLEMS = ("partial file", "moov atom not found", "Invalid data", "Error", "error", "not found", "Invalid")
+
+
+def ffmpeg_summary(exc: BaseException) -> str:
+    """The telling line of an ffmpeg failure (e.g. "partial file", "moov atom not found"), without the banner."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for needle in _FFMPEG_PROBLEMS:
+        hits = [line for line in lines[1:] if needle in line]
+        if hits:
+            return re.sub(r"^\[[^\]]*\]\s*", "", hits[0])[:200]  # drop the "[in#0/mov,... @ 0x..]" prefix
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _read_animation(path: Path) -> tuple[np.ndarray, float | None]:

@@ -1,7 +1,7 @@
 """Architecture configs of every ToonCrafter component: one frozen dataclass each.
 
 Defaults are the released ToonCrafter-512 checkpoint's values (``configs/inference_512_v1.0.yaml`` of
-the official repository and OpenCLIP ``ViT-H-14``). ``toonctl.config`` reads official-format yaml files
+the official repository and OpenCLIP ``ViT-H-14``). ``toonctl.convert.config`` reads official-format yaml files
 (and our own ``config.json``) into these; the model classes take them as their only constructor argument.
 """
 
@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from toonctl.fieldtypes import check_field_types
+
+
+class _TypeChecked:
+    """Base of the configs: field types are checked on construction (``check_field_types``)."""
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(_TypeChecked):
     """``lvdm.modules.networks.openaimodel3d.UNetModel`` as ToonCrafter configures it."""
 
     in_channels: int = 8
@@ -36,6 +45,7 @@ class UNetConfig:
     image_tokens_per_frame: int = 16  # Resampler queries per frame (the per-frame context split)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.model_channels % 32:
             raise ValueError(f"model_channels must be a multiple of 32 (GroupNorm(32)), got {self.model_channels}")
         if self.use_linear is False:
@@ -43,7 +53,7 @@ class UNetConfig:
 
 
 @dataclass(frozen=True)
-class AutoencoderConfig:
+class AutoencoderConfig(_TypeChecked):
     """``AutoencoderKL_Dualref`` (``ddconfig`` + ``embed_dim``)."""
 
     in_channels: int = 3
@@ -60,12 +70,13 @@ class AutoencoderConfig:
     scale_factor: float = 0.18215
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.double_z:
             raise ValueError("double_z=False is not supported: the encoder must output mean and logvar")
 
 
 @dataclass(frozen=True)
-class TextEncoderConfig:
+class TextEncoderConfig(_TypeChecked):
     """OpenCLIP text tower (``FrozenOpenCLIPEmbedder``, ``layer='penultimate'``)."""
 
     vocab_size: int = 49408
@@ -78,7 +89,7 @@ class TextEncoderConfig:
 
 
 @dataclass(frozen=True)
-class VisionEncoderConfig:
+class VisionEncoderConfig(_TypeChecked):
     """OpenCLIP vision tower (``FrozenOpenCLIPImageEmbedderV2``): all tokens, no ln_post/proj."""
 
     image_size: int = 224
@@ -98,7 +109,7 @@ class VisionEncoderConfig:
 
 
 @dataclass(frozen=True)
-class ResamplerConfig:
+class ResamplerConfig(_TypeChecked):
     """``lvdm.modules.encoders.resampler.Resampler`` (the image-context projector)."""
 
     dim: int = 1024
@@ -113,7 +124,7 @@ class ResamplerConfig:
 
 
 @dataclass(frozen=True)
-class DiffusionConfig:
+class DiffusionConfig(_TypeChecked):
     """The DDPM wrapper's settings (``LatentVisualDiffusion``)."""
 
     timesteps: int = 1000
@@ -124,10 +135,10 @@ class DiffusionConfig:
     use_dynamic_rescale: bool = True
     base_scale: float = 0.7
     turning_step: int = 400
-    scale_factor: float = 0.18215
     image_size: tuple[int, int] = (40, 64)  # latent (h, w) of the native resolution
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.parameterization != "v":
             raise ValueError(f"only v-parameterisation is supported, got {self.parameterization!r}")
 
@@ -149,9 +160,15 @@ class ToonCrafterConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ToonCrafterConfig:
         parts = {}
+        if not isinstance(data, dict):
+            raise ValueError(f"a config must be a mapping of sections, got {type(data).__name__}")
         for f in fields(cls):
             sub_cls = f.default_factory  # type: ignore[misc]
+            if not isinstance(data.get(f.name, {}), dict):
+                raise ValueError(f"the {f.name!r} section must be a mapping, got {data[f.name]!r}")
             raw = dict(data.get(f.name, {}))
+            if f.name == "diffusion":  # written by earlier versions; the VAE's scale_factor is the one used
+                raw.pop("scale_factor", None)
             parts[f.name] = _build(sub_cls, raw)
         return cls(**parts)
 

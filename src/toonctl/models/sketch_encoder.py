@@ -251,7 +251,7 @@ def load_sketch_encoder(
         CheckpointError: the file cannot be read.
         CheckpointMismatchError: keys missing, unexpected or of the wrong shape (all of them listed).
     """
-    from toonctl.convert.tooncrafter import load_module, read_state_dict
+    from toonctl.checkpoint import load_module, read_state_dict
 
     state_dict = read_state_dict(path)
     module, keys = check_sketch_encoder(state_dict, config, path=path)
@@ -269,7 +269,7 @@ def check_sketch_encoder(
     Raises:
         CheckpointMismatchError: keys missing, unexpected or of the wrong shape (all of them listed).
     """
-    from toonctl.convert.tooncrafter import build_checked, strip_shared_prefix
+    from toonctl.checkpoint import build_checked, strip_shared_prefix
 
     keys = strip_shared_prefix(state_dict, CONTROL_MODEL_PREFIX)
     module = build_checked(

@@ -144,7 +144,7 @@ def load_sketch_extractor(
         CheckpointError: the file cannot be read.
         CheckpointMismatchError: not an Anime2Sketch generator (every mismatch listed).
     """
-    from toonctl.convert.tooncrafter import load_module, read_state_dict
+    from toonctl.checkpoint import load_module, read_state_dict
 
     state_dict = read_state_dict(path)
     module, keys = check_sketch_extractor(state_dict, config, path=path)
@@ -162,7 +162,7 @@ def check_sketch_extractor(
     Raises:
         CheckpointMismatchError: not an Anime2Sketch generator (every mismatch listed).
     """
-    from toonctl.convert.tooncrafter import build_checked, strip_shared_prefix
+    from toonctl.checkpoint import build_checked, strip_shared_prefix
     from toonctl.errors import CheckpointMismatchError
 
     keys = strip_shared_prefix(state_dict, MODULE_PREFIX)

@@ -20,7 +20,13 @@ from toonctl.models import fold_frames, unfold_frames
 from toonctl.models.configs import UNetConfig
 from toonctl.models.embeddings import EmbeddingMLP, timestep_embedding
 from toonctl.models.layers import FP32GroupNorm, InplaceSiLU, Upsample
-from toonctl.models.unet_blocks import Downsample, ResBlock, SpatialTransformer, TemporalTransformer
+from toonctl.models.unet_blocks import (
+    Downsample,
+    ResBlock,
+    SpatialTransformer,
+    TemporalConvBlock,
+    TemporalTransformer,
+)
 
 INIT_ATTN_HEADS = 8  # init_attn always has 8 heads of num_head_channels (hard-coded officially)
 
@@ -44,16 +50,31 @@ class UNetBlock(nn.Sequential):
         Returns:
             ``(B*T, C', H', W')``.
         """
+        run = self._checkpointed if self.gradient_checkpointing and torch.is_grad_enabled() else _call
         for layer in self:
             if isinstance(layer, ResBlock):
-                h = layer(h, emb, num_frames)
+                h = run(layer, h, emb, num_frames)
             elif isinstance(layer, SpatialTransformer):
-                h = layer(h, context)
+                h = run(layer, h, context)
             elif isinstance(layer, TemporalTransformer):
-                h = fold_frames(layer(unfold_frames(h, num_frames)))  # via (B, C, T, H, W)
+                h = fold_frames(run(layer, unfold_frames(h, num_frames)))  # via (B, C, T, H, W)
             else:
                 h = layer(h)
         return h
+
+    # Training memory saver (``ToonUNet3D.set_gradient_checkpointing``): ResBlocks and transformers recompute
+    # their activations in the backward pass instead of storing them, as the official ``use_checkpoint``.
+    gradient_checkpointing = False
+
+    @staticmethod
+    def _checkpointed(layer: nn.Module, *args):
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(layer, *args, use_reentrant=False)
+
+
+def _call(layer: nn.Module, *args):
+    return layer(*args)
 
 
 @dataclass
@@ -165,6 +186,26 @@ class ToonUNet3D(nn.Module):
     def dtype(self) -> torch.dtype:
         """The dtype of the weights (the compute dtype of the forward pass)."""
         return self.time_embed[0].weight.dtype
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute ResBlock and transformer activations in the backward pass (training memory saver, off by
+        default; outputs and gradients are unchanged)."""
+        for module in self.modules():
+            if isinstance(module, UNetBlock):
+                module.gradient_checkpointing = enabled
+
+    def set_dropout(self, p: float) -> None:
+        """Set the dropout of every ResBlock (before ``out_layers``' last conv) and temporal-conv stage.
+
+        The official training uses 0.1 for both (``unet_config.dropout``; ``TemporalConvBlock`` hard-codes
+        it); the released config's inference sees none (eval mode). Only active in train mode.
+        """
+        for module in self.modules():
+            if isinstance(module, ResBlock):
+                module.out_layers[2].p = p
+            elif isinstance(module, TemporalConvBlock):
+                for stage in (module.conv2, module.conv3, module.conv4):
+                    stage[2].p = p
 
     @property
     def num_control_residuals(self) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from toonctl.errors import OptionError
 from toonctl.pipelines.interpolate import InterpolationPipeline
 
 
@@ -29,7 +30,7 @@ def inbetween_indices(num_generated: int, inbetweens: int | None) -> list[int]:
     if inbetweens is None:
         return list(range(1, num_generated - 1))
     if not 0 <= inbetweens <= available:
-        raise ValueError(f"inbetweens must be in 0..{available}, got {inbetweens}")
+        raise OptionError(f"inbetweens must be in 0..{available}, got {inbetweens}", option="inbetweens")
     span = num_generated - 1
     return [math.floor(j * span / (inbetweens + 1) + 0.5) for j in range(1, inbetweens + 1)]
 

@@ -22,7 +22,9 @@ from typing import Protocol
 import torch
 from torch import nn
 
-DEFAULT_DECODER = "dualref"
+from toonctl.errors import OptionError
+from toonctl.presets import DEFAULT_DECODER
+
 DEFAULT_CHUNK = 8
 DEFAULT_OVERLAP = 4
 # The splice takes video frames T/2-1 and T/2 from positions T/2-2 and T/2-1 of the clip without frames 1 and
@@ -75,9 +77,11 @@ class DualRefDecoder:
 
     def __post_init__(self) -> None:
         if self.chunk is not None and self.chunk < 1:
-            raise ValueError(f"chunk must be >= 1 frame, got {self.chunk}")
+            raise OptionError(f"chunk must be >= 1 frame, got {self.chunk}", option="decoder")
         if self.overlap < 0 or (self.chunk is not None and self.overlap >= self.chunk):
-            raise ValueError(f"overlap must be in 0..chunk-1 (chunk={self.chunk}), got {self.overlap}")
+            raise OptionError(
+                f"overlap must be in 0..chunk-1 (chunk={self.chunk}), got {self.overlap}", option="decoder"
+            )
 
     @torch.no_grad()
     def __call__(self, vae: nn.Module, latents: torch.Tensor, ref_context: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -155,7 +159,7 @@ def parse_decoder(spec: str) -> FrameDecoder:
     """A registry name, or ``chunked:CHUNK`` / ``chunked:CHUNK:OVERLAP`` (default overlap: half the chunk).
 
     Raises:
-        ValueError: an unknown name or bad chunk numbers; the message lists the choices.
+        OptionError: an unknown name or bad chunk numbers; the message lists the choices.
     """
     spec = spec.strip()
     if spec in DECODERS:
@@ -167,5 +171,9 @@ def parse_decoder(spec: str) -> FrameDecoder:
             chunk = int(parts[0])
             overlap = int(parts[1]) if len(parts) == 2 else chunk // 2
             return replace(DECODERS["chunked"], name=f"chunked:{chunk}:{overlap}", chunk=chunk, overlap=overlap)
-        raise ValueError(f"bad decoder {spec!r}: use chunked:CHUNK or chunked:CHUNK:OVERLAP (whole frame counts)")
-    raise ValueError(f"unknown decoder {spec!r}; choose one of {', '.join(DECODERS)} or chunked:CHUNK[:OVERLAP]")
+        raise OptionError(
+            f"bad decoder {spec!r}: use chunked:CHUNK or chunked:CHUNK:OVERLAP (whole frame counts)", option="decoder"
+        )
+    raise OptionError(
+        f"unknown decoder {spec!r}; choose one of {', '.join(DECODERS)} or chunked:CHUNK[:OVERLAP]", option="decoder"
+    )

@@ -16,10 +16,13 @@ import torch
 from torch import nn
 
 from toonctl.device import release_memory
-from toonctl.errors import UnsupportedSizeError
+from toonctl.errors import OptionError, UnsupportedSizeError
 from toonctl.models.configs import ToonCrafterConfig
-from toonctl.pipelines.decoders import DECODERS, DEFAULT_DECODER, FrameDecoder, without_splice
+from toonctl.numerics import check_finite
+from toonctl.pipelines.controls import combine_controls
+from toonctl.pipelines.decoders import DECODERS, FrameDecoder, without_splice
 from toonctl.pipelines.placement import ComponentPlacement
+from toonctl.presets import DEFAULT_DECODER, MODEL_COMPONENTS, LoadOptions
 from toonctl.samplers.ddim import make_ddim_schedule, sample_ddim
 from toonctl.samplers.guidance import Conditioning, ControlStage, GuidedDenoiser
 
@@ -95,7 +98,7 @@ class InterpolationPipeline:
     ``encode_keyframes``, ``decode_latents`` and ``unet``.
     """
 
-    # The stage ``decode_latents`` uses; assign another (``decoders.parse_decoder``) to change it.
+    # The stage ``decode_latents`` uses; ``from_checkpoint`` sets it from ``LoadOptions.decoder``.
     decoder: FrameDecoder = DECODERS[DEFAULT_DECODER]
 
     def __init__(
@@ -117,6 +120,7 @@ class InterpolationPipeline:
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self.image_proj = image_proj
+        self.controls: dict[str, nn.Module] = {}  # control stages (``pipelines/controls.py``), by name
         self.schedule = schedule
         self.config = config
         self.tokenizer = tokenizer or CLIPTokenizer()
@@ -126,34 +130,56 @@ class InterpolationPipeline:
     @classmethod
     def from_checkpoint(
         cls,
-        checkpoint: str | Path,
+        checkpoint: str | Path | None = None,
         config: str | Path | ToonCrafterConfig | None = None,
         *,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype | None = None,
-        offload: str = "none",
-        device_map: dict[str, str] | None = None,
+        options: LoadOptions | None = None,
+        **overrides,
     ) -> InterpolationPipeline:
-        """Load every component from an official-layout checkpoint or a converted folder.
+        """Load every component from an official-layout checkpoint or a converted folder, ready to run.
 
         Args:
             checkpoint: ``model.ckpt`` or ``.safetensors`` with the official keys, or a folder written by
-                ``toonctl weights convert``.
+                ``toonctl weights convert``; None: ``options.weights``, else found in the weights folder.
             config: an official-format yaml, our ``config.json``, a ``ToonCrafterConfig``, or None: the
                 converted folder's own config, else a ``config.yaml``/``config.json`` beside the file,
                 else the released ToonCrafter-512 architecture.
-            device, dtype: where the model runs and the weights' floating dtype (None: float32 for a
-                checkpoint file, the stored dtype for a converted folder).
-            offload, device_map: see ``set_placement``.
-        """
-        from toonctl.weights import config_for, load_weights
+            options: how to load (``toonctl.presets.LoadOptions``: device, dtype, decoder, offload, device
+                map, attention backend, compile, control stages, LoRA adapters merged into the UNet). Default: on
+                the CPU in float32 (a converted folder in its stored dtype), the official decoder, the attention
+                backend as it is.
+            overrides: ``LoadOptions`` fields replacing those of ``options``, e.g. ``device="cuda"``,
+                ``dtype=torch.float16``, ``offload="model"``, ``device_map={"vae": "cuda:1"}``.
 
-        config = config_for(Path(checkpoint), config)
-        direct = offload == "none" and not device_map
-        parts = load_weights(checkpoint, config, device=device if direct else "cpu", dtype=dtype)
-        pipe = cls(config=config, **parts)  # type: ignore[arg-type]
-        if not direct:
-            pipe.set_placement(device, offload=offload, device_map=device_map)
+        Raises:
+            OptionError: a bad option value (see ``pipelines.loading.plan_load``).
+        """
+        from dataclasses import replace
+
+        from toonctl.models.attention import set_attention_backend
+        from toonctl.pipelines.controls import load_control
+        from toonctl.pipelines.loading import LIBRARY_DEFAULTS, plan_load
+        from toonctl.weights import load_weights
+
+        plan = plan_load(replace(options or LIBRARY_DEFAULTS, **overrides), checkpoint, config)
+        if plan.attention is not None:
+            set_attention_backend(plan.attention)
+        load_device = plan.device if plan.direct else "cpu"
+        parts = load_weights(plan.checkpoint, plan.config, device=load_device, dtype=plan.dtype)
+        pipe = cls(config=plan.config, **parts)  # type: ignore[arg-type]
+        pipe.decoder = plan.decoder
+        pipe.autocast_dtype = plan.autocast
+        dtype = next(pipe.unet.parameters()).dtype
+        for name, path in plan.controls.items():
+            pipe.controls[name] = load_control(name, path, plan.config, device=load_device, dtype=dtype)
+        if plan.loras:
+            from toonctl.pipelines.lora import merge_lora_files
+
+            merge_lora_files(pipe.unet, list(plan.loras))
+        if not plan.direct:
+            pipe.set_placement(plan.device, offload=plan.offload, device_map=plan.device_map)
+        if plan.compile:
+            pipe.unet = torch.compile(pipe.unet)
         return pipe
 
     def set_placement(
@@ -162,14 +188,23 @@ class InterpolationPipeline:
         """Choose where components run: ``offload`` ``none``/``model``/``sequential`` and an optional
         per-component ``device_map`` (see ``toonctl.pipelines.placement``)."""
         self.placement = ComponentPlacement(device, offload=offload, device_map=device_map)
-        self.placement.apply(self._components())
+        self.placement.apply(self.components())
 
-    def _components(self) -> dict[str, nn.Module]:
-        names = ("unet", "vae", "text_encoder", "image_encoder", "image_proj")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+    def add_control(self, name: str, module: nn.Module) -> None:
+        """Hold control network ``name`` (``pipelines/controls.py``), placed like the other components."""
+        self.controls[name] = module
+        self.placement.apply({name: module})
+
+    def components(self) -> dict[str, nn.Module]:
+        """Every network the pipeline holds, by component name (``presets.COMPONENT_NAMES``)."""
+        modules = {n: getattr(self, n) for n in MODEL_COMPONENTS}
+        return {**{n: m for n, m in modules.items() if m is not None}, **self.controls}
+
+    _components = components  # the earlier private name, which training code calls
 
     def release_encoders(self) -> None:
         """Drop the text and image encoders (e.g. once every segment's conditions are computed)."""
+        self.placement.forget("text_encoder", "image_encoder", "image_proj")
         self.text_encoder = self.image_encoder = self.image_proj = None
         release_memory(self.device)
 
@@ -257,7 +292,7 @@ class InterpolationPipeline:
         noise: InterpolationNoise | None = None,
         batched_guidance: bool = True,
         splice: bool = True,
-        control: ControlStage | None = None,
+        control: ControlStage | Sequence[ControlStage] | None = None,
         conditions: SegmentConditions | None = None,
         callback: Callable[[dict], None] | None = None,
     ) -> InterpolationOutput:
@@ -275,7 +310,8 @@ class InterpolationPipeline:
             noise: replay these draws instead (see ``InterpolationNoise``).
             batched_guidance: cond + uncond in one UNet call; False = two calls as officially.
             splice: the official second decode of the two middle frames.
-            control: an optional stage steering the UNet in both guidance branches (e.g. sketches).
+            control: an optional stage steering the UNet in both guidance branches (e.g. sketches), or
+                several (their residuals add up).
             conditions: this segment's encoder outputs from ``prepare_conditions`` (computed if None).
             callback: called after every step with the sampler's step dict plus ``v_cond`` and
                 ``v_uncond`` (the two guidance branches).
@@ -329,12 +365,12 @@ class InterpolationPipeline:
         denoiser = GuidedDenoiser(
             self.unet, cond, uncond,
             guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, batched=batched_guidance,
-            on_branch_outputs=lambda c, u: branches.update(v_cond=c, v_uncond=u), control=control,
+            on_branch_outputs=lambda c, u: branches.update(v_cond=c, v_uncond=u), control=combine_controls(control),
         )  # fmt: skip
         # 6. DDIM
         schedule = make_ddim_schedule(self.schedule, steps, eta=eta, spacing=timestep_spacing)
         on_step = None if callback is None else (lambda info: callback({**info, **branches}))
-        with self.placement.use("unet", self.unet):
+        with self.placement.use_all({"unet": self.unet, **self.controls}):  # the control stages run in the loop
             latents = sample_ddim(
                 denoiser, noise.x_T.to(self.device), schedule, noise=[n.to(self.device) for n in noise.steps],
                 callback=on_step,
@@ -342,15 +378,18 @@ class InterpolationPipeline:
         # 7. decode (with the official splice of the middle frames)
         with self.placement.use("vae", self.vae) as vae_device:
             video = self.decode_latents(latents.to(vae_device), ref_context, splice=splice)
+        check_finite(video, "decoding the frames")
         return InterpolationOutput(video=video, latents=latents)
 
     @torch.no_grad()
     def prepare_conditions(self, start: torch.Tensor, end: torch.Tensor, prompt: str = "") -> SegmentConditions:
         """Run the encoders for one segment: text, image context and the two key frames' VAE encodings."""
         start, end = _as_batch(start, "start"), _as_batch(end, "end")
-        text = self.encode_text([prompt, ""])
-        image = self.encode_image(torch.cat([start, torch.zeros_like(start)]))
-        return SegmentConditions(text=text, image=image, keyframes=self.encode_keyframes(torch.cat([start, end])))
+        text = check_finite(self.encode_text([prompt, ""]), "text encoding")
+        image = check_finite(self.encode_image(torch.cat([start, torch.zeros_like(start)])), "image encoding")
+        keyframes = self.encode_keyframes(torch.cat([start, end]))
+        check_finite(keyframes.moments, "key-frame encoding")
+        return SegmentConditions(text=text, image=image, keyframes=keyframes)
 
     def _check_inputs(self, start: torch.Tensor, end: torch.Tensor, num_frames: int) -> None:
         if start.shape != end.shape:
@@ -360,10 +399,12 @@ class InterpolationPipeline:
         height, width = start.shape[-2:]
         factor = self.latent_factor
         if height % factor or width % factor:
-            raise UnsupportedSizeError(f"frame size {height}x{width} is not a multiple of {factor} on both sides")
+            raise UnsupportedSizeError(
+                f"frame size {height}x{width} (HxW) is not a multiple of {factor} on both sides"
+            )
         max_frames = self.config.unet.temporal_length
         if not 4 <= num_frames <= max_frames:
-            raise ValueError(f"num_frames must be in 4..{max_frames}, got {num_frames}")
+            raise OptionError(f"num_frames must be in 4..{max_frames}, got {num_frames}", option="num_frames")
 
 
 def latent_factor(config: ToonCrafterConfig) -> int:

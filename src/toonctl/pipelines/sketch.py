@@ -14,16 +14,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toonctl.errors import OptionError
 from toonctl.pipelines.chain import ChainSettings, inbetween_indices, interpolate_chain
 
 DEFAULT_CONTROL_SCALE = 0.6  # both community UIs' default (range 0..1)
 CONTEXT_CHOICES = ("text", "all")
 MIN_FRAMES = 4  # the fewest frames the interpolation pipeline makes in one run
+
+
+@dataclass(frozen=True)
+class SketchGuidance:
+    """Sketches for a run and how they steer: ``hints`` ``{frame index: (1, H, W)}`` white lines on black in
+    [0, 1]; ``scale``, ``dense``, ``context`` as ``SketchControl``'s."""
+
+    hints: Mapping[int, torch.Tensor]
+    scale: float = DEFAULT_CONTROL_SCALE
+    dense: bool = False
+    context: str = "text"
+
+    def options(self) -> dict:
+        """The keyword arguments of ``sketch_interp`` and ``colorize``."""
+        return {"scale": self.scale, "dense": self.dense, "context": self.context}
 
 
 class SketchControl:
@@ -61,6 +78,7 @@ class SketchControl:
         dense: blank hints for frames without a sketch (see above).
         context: ``"text"`` or ``"all"`` (see above).
         text_tokens: how many leading context tokens are text (77).
+        device: where the encoder runs (a device map may put it apart from the UNet); None: the latent's device.
     """
 
     def __init__(
@@ -73,14 +91,20 @@ class SketchControl:
         dense: bool = False,
         context: str = "text",
         text_tokens: int = 77,
+        device: torch.device | str | None = None,
     ) -> None:
         if context not in CONTEXT_CHOICES:
-            raise ValueError(f"context must be one of {', '.join(CONTEXT_CHOICES)}, got {context!r}")
+            raise OptionError(
+                f"context must be one of {', '.join(CONTEXT_CHOICES)}, got {context!r}", option="sketch_context"
+            )
         if not scale >= 0:
-            raise ValueError(f"control scale must be >= 0, got {scale}")
+            raise OptionError(f"control scale must be >= 0, got {scale}", option="control_scale")
         outside = sorted(i for i in hints if not 0 <= i < num_frames)
         if outside:
-            raise ValueError(f"sketches for frames {outside} of a {num_frames}-frame run (frames 0..{num_frames - 1})")
+            raise OptionError(
+                f"sketches for frames {outside} of a {num_frames}-frame run (frames 0..{num_frames - 1})",
+                option="sketches",
+            )
         self.encoder = encoder
         self.hints = {i: h.reshape(1, *h.shape[-2:]) for i, h in sorted(hints.items())}
         sizes = {tuple(h.shape[-2:]) for h in self.hints.values()}
@@ -91,6 +115,7 @@ class SketchControl:
         self.dense = dense
         self.context = context
         self.text_tokens = text_tokens
+        self.device = None if device is None else torch.device(device)
         self.frames = list(range(num_frames)) if dense else sorted(self.hints)
         self._stack: tuple[tuple, torch.Tensor] | None = None
 
@@ -118,11 +143,12 @@ class SketchControl:
         if t_frames != self.num_frames:
             raise ValueError(f"this sketch control is for {self.num_frames} frames, the latent has {t_frames}")
         dtype = next(self.encoder.parameters()).dtype
-        hint = self._hint_stack((8 * h, 8 * w), x.device, dtype).expand(b, -1, -1, -1, -1)  # (B, 1, K, H, W)
+        device = self.device or x.device
+        hint = self._hint_stack((8 * h, 8 * w), device, dtype).expand(b, -1, -1, -1, -1)  # (B, 1, K, H, W)
         tokens = context[:, : self.text_tokens] if self.context == "text" else context
         latent = x if len(self.frames) == t_frames else x[:, :, self.frames]  # (B, 4, K, h, w)
-        residuals = self.encoder(latent, hint, t, tokens)  # each (B*K, C_i, h_i, w_i)
-        return [self._spread(r * self.scale, b) for r in residuals]
+        residuals = self.encoder(latent.to(device), hint, t.to(device), tokens.to(device))  # each (B*K, C_i, h_i, w_i)
+        return [self._spread(r.to(x.device) * self.scale, b) for r in residuals]
 
     def _hint_stack(self, size: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The controlled frames' hints as ``(1, 1, K, H, W)``, blank where a dense frame has no sketch."""
@@ -247,6 +273,7 @@ def sketch_interp(
     segment_kwargs = sketch_segment_kwargs(
         encoder, sketches, len(keyframes), num_generated, settings,
         scale=scale, dense=dense, context=context, text_tokens=pipe.config.unet.text_context_len,
+        device=_encoder_device(pipe),
     )  # fmt: skip
     return interpolate_chain(
         pipe, keyframes, prompt, settings,
@@ -275,7 +302,7 @@ def colorize_passes(num_frames: int, window: int) -> list[tuple[int, ...]]:
     if num_frames < 2:
         raise ValueError(f"colorizing needs at least 2 frames, got {num_frames}")
     if window < MIN_FRAMES:
-        raise ValueError(f"window must be at least {MIN_FRAMES} frames, got {window}")
+        raise OptionError(f"window must be at least {MIN_FRAMES} frames, got {window}", option="window")
 
     def plan(positions: tuple[int, ...]) -> list[tuple[int, ...]]:
         if len(positions) <= window:
@@ -351,16 +378,19 @@ def colorize(
         ``(num_frames, 3, H, W)`` in [-1, 1]; frame 0 is ``refs[0]`` (and the last ``refs[1]``) exactly.
     """
     if not 1 <= len(refs) <= 2:
-        raise ValueError(f"give one or two reference frames, got {len(refs)}")
+        raise OptionError(f"give one or two reference frames, got {len(refs)}", option="refs")
     longest = pipe.config.unet.temporal_length
     window = window or longest
     if window > longest:
-        raise ValueError(f"window must be at most the model's {longest} frames, got {window}")
+        raise OptionError(f"window must be at most the model's {longest} frames, got {window}", option="window")
     known = {0: refs[0].float().cpu()}
     if len(refs) == 2:
         known[num_frames - 1] = refs[1].float().cpu()
     passes = [p for p in colorize_passes(num_frames, window) if any(i not in known for i in p)]
-    options = dict(scale=scale, dense=dense, context=context, text_tokens=pipe.config.unet.text_context_len)
+    options = dict(
+        scale=scale, dense=dense, context=context, text_tokens=pipe.config.unet.text_context_len,
+        device=_encoder_device(pipe),
+    )  # fmt: skip
     for index, positions in enumerate(passes):
         if on_pass is not None:
             on_pass(index, len(passes))
@@ -376,6 +406,12 @@ def colorize(
         for position, model_frame in zip(positions, model_frames, strict=True):
             known.setdefault(position, video[model_frame])
     return torch.stack([known[i] for i in range(num_frames)])
+
+
+def _encoder_device(pipe) -> torch.device | None:
+    """Where the pipeline runs its sketch encoder component (None: a pipeline without placement)."""
+    placement = getattr(pipe, "placement", None)
+    return None if placement is None else placement.device_for("sketch_encoder")
 
 
 # --------------------------------------------------------------------------------------------- extraction
@@ -402,7 +438,7 @@ def extract_line_art(
     """
     multiple = extractor.config.size_multiple
     if load_size <= 0 or load_size % multiple:
-        raise ValueError(f"load size must be a positive multiple of {multiple}, got {load_size}")
+        raise OptionError(f"load size must be a positive multiple of {multiple}, got {load_size}", option="load_size")
     weight = next(extractor.parameters())
     outputs = []
     for chunk in frames.split(batch_size):

@@ -2,12 +2,18 @@
 
 Why our own step and not diffusers' ``DDIMScheduler``: the schedule parts agree (``trailing`` spacing,
 ``set_alpha_to_one=False``, v-prediction and zero-SNR give the same timesteps and the same
-alpha-bar values; ``tests/samplers/test_ddim.py`` checks it against diffusers), but ToonCrafter's
+alpha-bar values; ``tests/samplers/test_schedules.py`` checks it against diffusers), but ToonCrafter's
 *dynamic rescale* multiplies the predicted x0 -- and only x0, not the noise estimate -- by
 ``scale_arr[t_prev] / scale_arr[t]`` before the update, and no diffusers scheduler has a hook for
 that. The official code also converts v to eps/x0 with the checkpoint's float32
 ``sqrt_alphas_cumprod`` buffers gathered at integer t, and builds sigma in float64 before the float32
 cast; following it step for step keeps parity exact.
+
+One deliberate difference: the noise-direction coefficient ``sqrt(1 - a_prev - sigma^2)`` is taken of
+the term clamped at zero. Under the zero-terminal-SNR schedule alpha_bar(999) = 0, so at the first
+step with eta = 1 that term is 0 in exact arithmetic but can round to about -6e-8 in float32, whose
+square root is NaN: the official code (same arithmetic) returns black video at 7, 11, 20, ... steps.
+Wherever the official result is finite, the clamped one is identical.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from toonctl.numerics import check_finite
 from toonctl.samplers.schedules import ddim_timesteps
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -46,6 +53,19 @@ class DDIMSchedule:
 
     def __len__(self) -> int:
         return len(self.timesteps)
+
+    def direction_coefs(self) -> torch.Tensor:
+        """``sqrt(max(1 - a_prev - sigma^2, 0))`` per step, float32: the weight of eps in the update."""
+        return direction_coef(self.alphas_prev, self.sigmas)
+
+
+def direction_coef(a_prev: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The DDIM noise-direction weight ``sqrt(1 - a_prev - sigma^2)``, the term clamped at zero.
+
+    Unclamped, the float32 term is about -6e-8 at the first step of some step counts (alpha_bar(999)
+    is 0 under zero-terminal SNR and sigma^2 = 1 - a_prev exactly), and its square root is NaN.
+    """
+    return (1.0 - a_prev - sigma**2).clamp_min(0.0).sqrt()
 
 
 def make_ddim_schedule(
@@ -138,7 +158,8 @@ def sample_ddim(
         x0 = x0_raw * schedule.x0_rescale[i].to(x.device)
         # 3. DDIM update (eq. 12): x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z
         z = noise[i].to(x.device, torch.float32) if noise is not None else _randn_like(x, generator)
-        x_prev = a_prev.sqrt() * x0 + (1.0 - a_prev - sigma**2).sqrt() * eps + sigma * z
+        x_prev = a_prev.sqrt() * x0 + direction_coef(a_prev, sigma) * eps + sigma * z
+        check_finite(x_prev, f"sampling step {i + 1} of {len(schedule)} (t={int(t)})")
         if callback is not None:
             callback({"i": i, "t": int(t), "x": x, "v": v, "eps": eps, "x0_raw": x0_raw, "x0": x0, "x_prev": x_prev})
         x = x_prev
@@ -152,6 +173,3 @@ def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32).to(x.device)
-
-
-SAMPLERS = {"ddim": sample_ddim}

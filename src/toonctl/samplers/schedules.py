@@ -7,14 +7,11 @@ without stored buffers and for tests.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 
-from toonctl.models.configs import DiffusionConfig
-
-# The buffers the sampler reads, in checkpoint names.
-SAMPLER_BUFFERS = ("alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")
-DYNAMIC_RESCALE_BUFFER = "scale_arr"
 TIMESTEP_SPACINGS = ("uniform_trailing", "uniform")
 
 
@@ -38,7 +35,19 @@ def dynamic_rescale_array(base_scale: float, turning_step: int, num_timesteps: i
     return np.concatenate([np.linspace(1.0, base_scale, turning_step), np.full(num_timesteps, base_scale)])
 
 
-def make_schedule_buffers(config: DiffusionConfig) -> dict[str, torch.Tensor]:
+class ScheduleConfig(Protocol):
+    """The schedule's settings (``models.configs.DiffusionConfig`` has them; the sampler needs no model code)."""
+
+    timesteps: int
+    linear_start: float
+    linear_end: float
+    rescale_betas_zero_snr: bool
+    use_dynamic_rescale: bool
+    base_scale: float
+    turning_step: int
+
+
+def make_schedule_buffers(config: ScheduleConfig) -> dict[str, torch.Tensor]:
     """Every schedule buffer the sampler reads, as the official model registers them (float32)."""
     betas = make_betas(config.linear_start, config.linear_end, config.timesteps)
     if config.rescale_betas_zero_snr:
@@ -66,8 +75,12 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, spacing: str
     if not 1 <= num_steps <= num_train_timesteps:
         raise ValueError(f"num_steps must be in 1..{num_train_timesteps}, got {num_steps}")
     if spacing == "uniform_trailing":
+        # The official ``np.arange(1000, 0, -stride)`` sometimes returns one value too many (rounding of
+        # the float stride: 62 of 1..1000 counts, e.g. 61 steps give 62 with t = -1, which wraps to
+        # t = 999 when indexing); the first num_steps values are the intended ones.
         stride = num_train_timesteps / num_steps
-        return np.flip(np.round(np.arange(num_train_timesteps, 0, -stride))).astype(np.int64) - 1
+        trailing = np.round(np.arange(num_train_timesteps, 0, -stride))[:num_steps]
+        return np.flip(trailing).astype(np.int64) - 1
     if spacing == "uniform":
         return np.arange(0, num_train_timesteps, num_train_timesteps // num_steps, dtype=np.int64) + 1
     raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(TIMESTEP_SPACINGS)}")
