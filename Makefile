@@ -28,11 +28,13 @@ lint:
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 
-# Benchmarks print numbers (no pass/fail): per-stage time, FLOPs and memory of one sample (random
+# Benchmarks print numbers (no pass/fail): per-stage steady-state times beside the official code's (issue 15),
+# per-stage time, FLOPs and memory of one sample (random
 # full-size weights; reduced size on the CPU), load time/RSS vs torch.load (writes a 10.5 GB file to
 # BENCH_DIR once), CLI start-up time.
 BENCH_DIR ?= /tmp/toonctl-bench
 bench:
+	$(PY) benchmarks/bench_stages.py
 	$(PY) benchmarks/bench_sample.py
 	$(PY) benchmarks/bench_load.py --dir $(BENCH_DIR)
 	$(PY) benchmarks/bench_startup.py

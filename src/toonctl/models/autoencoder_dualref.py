@@ -31,7 +31,15 @@ import torch.nn.functional as F
 from toonctl.models import fold_frames, unfold_frames
 from toonctl.models.attention import attention, merge_heads, split_heads
 from toonctl.models.configs import AutoencoderConfig
-from toonctl.models.layers import FP32GroupNorm, Upsample
+from toonctl.models.layers import (
+    FP32GroupNorm,
+    InplaceSiLU,
+    Upsample,
+    add_reusing,
+    can_overwrite,
+    same_layout,
+    silu_,
+)
 
 NORM_GROUPS = 32
 SPATIAL_NORM_EPS = 1e-6  # ae_modules.Normalize: every 2-D VAE norm and the fusion-attention norm
@@ -70,10 +78,10 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C_in, H, W) -> (N, C_out, H, W)``."""
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(silu_(self.norm1(x)))
+        h = self.conv2(silu_(self.norm2(h)))
         skip = x if self.nin_shortcut is None else self.nin_shortcut(x)
-        return skip + h
+        return add_reusing(skip, h, reuse=h)
 
 
 class TemporalResBlock(nn.Module):
@@ -87,11 +95,11 @@ class TemporalResBlock(nn.Module):
         super().__init__()
         padding = tuple(k // 2 for k in kernel_size)
         self.in_layers = nn.Sequential(
-            temporal_norm(channels), nn.SiLU(), nn.Conv3d(channels, channels, kernel_size, padding=padding)
+            temporal_norm(channels), InplaceSiLU(), nn.Conv3d(channels, channels, kernel_size, padding=padding)
         )
         self.out_layers = nn.Sequential(
             temporal_norm(channels),
-            nn.SiLU(),
+            InplaceSiLU(),
             nn.Identity(),  # index 2 is Dropout(0) officially; kept so the conv stays at index 3
             nn.Conv3d(channels, channels, kernel_size, padding=padding),
         )
@@ -101,7 +109,8 @@ class TemporalResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T, H, W) -> (B, C, T, H, W)``; the norms see all T frames at once."""
-        return x + self.out_layers(self.in_layers(x))
+        branch = self.out_layers(self.in_layers(x))
+        return add_reusing(x, branch, reuse=branch)
 
 
 class VideoResBlock(ResnetBlock):
@@ -126,6 +135,9 @@ class VideoResBlock(ResnetBlock):
         x_t = self.time_stack(x_s)
         # 3. learned blend
         alpha = torch.sigmoid(self.mix_factor)
+        if can_overwrite() and same_layout(x_t, x_s) and x_t.dtype == alpha.dtype and x_t.data_ptr() != x_s.data_ptr():
+            # the same products and sum, written into x_t's buffer
+            return fold_frames(x_t.mul_(alpha).add_((1.0 - alpha) * x_s))
         return fold_frames(alpha * x_t + (1.0 - alpha) * x_s)  # (B*T, C_out, H, W)
 
 
@@ -152,7 +164,8 @@ class SpatialSelfAttention(nn.Module):
         q, k, v = (proj(x_n).flatten(2).transpose(1, 2).unsqueeze(1) for proj in (self.q, self.k, self.v))
         out = attention(q, k, v)  # (N, 1, H*W, C)
         out = out.squeeze(1).transpose(1, 2).reshape(n, c, h, w)
-        return x + self.proj_out(out)
+        out = self.proj_out(out)
+        return add_reusing(x, out, reuse=out)
 
 
 class Downsample(nn.Module):
@@ -199,7 +212,8 @@ class Combiner(nn.Module):
         if ref_frames == (None, None):
             return x
         ref = unfold_frames(self.conv(fold_frames(ref)), 2)  # (B, C, 2, H, W)
-        out = unfold_frames(x, num_frames).clone()  # (B, C, T, H, W)
+        # In place, as officially, when no graph is recorded: x is the caller's fresh intermediate.
+        out = unfold_frames(x if can_overwrite() else x.clone(), num_frames)  # (B, C, T, H, W)
         for index, frame in enumerate(ref_frames):
             if frame is not None:
                 out[:, :, frame] += ref[:, :, index]
@@ -255,7 +269,7 @@ class FusionCrossAttention(nn.Module):
         out = merge_heads(out).reshape(bt, h * w, -1)  # (B*T, H*W, inner)
         # 4. project back and add: (B*T, H*W, C) -> (B*T, C, H, W)
         out = self.to_out(out).transpose(1, 2).reshape(bt, c, h, w)
-        return x + out
+        return add_reusing(x, out, reuse=out)
 
 
 class TimeMixConv(nn.Conv2d):
@@ -345,7 +359,7 @@ class Encoder(nn.Module):
         # 3. bottleneck
         h = self.mid(h)
         # 4. out
-        h = self.conv_out(F.silu(self.norm_out(h)))
+        h = self.conv_out(silu_(self.norm_out(h)))
         return h, hidden_states
 
 
@@ -459,7 +473,7 @@ class VideoDecoder(nn.Module):
             if level.upsample is not None:
                 h = level.upsample(h)
         # 4. out: norm, swish, final Combiner on the conv_in features, conv + time mixing
-        h = F.silu(self.norm_out(h))
+        h = silu_(self.norm_out(h))
         h = refine(len(self.up), h)
         return self.conv_out(h, num_frames, temporal=temporal)
 

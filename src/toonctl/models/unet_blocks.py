@@ -21,7 +21,7 @@ from torch import nn
 
 from toonctl.models import fold_frames, unfold_frames
 from toonctl.models.attention import attention, merge_heads, split_heads
-from toonctl.models.layers import FP32GroupNorm
+from toonctl.models.layers import FP32GroupNorm, InplaceSiLU, add_reusing, can_overwrite, same_layout
 
 
 class TemporalConvBlock(nn.Module):
@@ -33,14 +33,21 @@ class TemporalConvBlock(nn.Module):
 
     def __init__(self, channels: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.conv1 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), _time_conv(channels))
-        self.conv2 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), nn.Dropout(dropout), _time_conv(channels))
-        self.conv3 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), nn.Dropout(dropout), _time_conv(channels))
-        self.conv4 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), nn.Dropout(dropout), _time_conv(channels))
+        self.conv1 = nn.Sequential(nn.GroupNorm(32, channels), InplaceSiLU(), _time_conv(channels))
+        self.conv2 = nn.Sequential(
+            nn.GroupNorm(32, channels), InplaceSiLU(), nn.Dropout(dropout), _time_conv(channels)
+        )
+        self.conv3 = nn.Sequential(
+            nn.GroupNorm(32, channels), InplaceSiLU(), nn.Dropout(dropout), _time_conv(channels)
+        )
+        self.conv4 = nn.Sequential(
+            nn.GroupNorm(32, channels), InplaceSiLU(), nn.Dropout(dropout), _time_conv(channels)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T, H, W) -> (B, C, T, H, W)``."""
-        return x + self.conv4(self.conv3(self.conv2(self.conv1(x))))
+        branch = self.conv4(self.conv3(self.conv2(self.conv1(x))))
+        return add_reusing(x, branch, reuse=branch)
 
 
 def _time_conv(channels: int) -> nn.Conv3d:
@@ -67,12 +74,12 @@ class ResBlock(nn.Module):
         super().__init__()
         out_channels = out_channels or in_channels
         self.in_layers = nn.Sequential(
-            FP32GroupNorm(32, in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
+            FP32GroupNorm(32, in_channels), InplaceSiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
         )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
         self.out_layers = nn.Sequential(
             FP32GroupNorm(32, out_channels),
-            nn.SiLU(),
+            InplaceSiLU(),
             nn.Dropout(dropout),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
         )
@@ -98,8 +105,8 @@ class ResBlock(nn.Module):
         emb_out = self.emb_layers(emb).to(h.dtype)  # (B, C_out) or (B*T, C_out)
         if emb_out.shape[0] != h.shape[0]:
             emb_out = emb_out.repeat_interleave(num_frames, dim=0)  # (B*T, C_out), batch-major
-        h = self.out_layers(h + emb_out[:, :, None, None])
-        h = self.skip_connection(x) + h
+        h = self.out_layers(add_reusing(h, emb_out[:, :, None, None], reuse=h))
+        h = add_reusing(self.skip_connection(x), h, reuse=h)
         if self.temopral_conv is not None:
             h = fold_frames(self.temopral_conv(unfold_frames(h, num_frames)))
         return h
@@ -174,7 +181,7 @@ class Attention(nn.Module):
         if image is not None and image.shape[1] > 0:
             k_ip = split_heads(self.to_k_ip(image), self.heads)
             v_ip = split_heads(self.to_v_ip(image), self.heads)
-            out = out + attention(q, k_ip, v_ip)
+            out = add_reusing(out, attention(q, k_ip, v_ip), reuse=out)
         return self.to_out(merge_heads(out))
 
 
@@ -187,7 +194,10 @@ class GEGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         value, gate = self.proj(x).chunk(2, dim=-1)
-        return value * F.gelu(gate)  # exact (erf) GELU
+        gelu = F.gelu(gate)  # exact (erf) GELU
+        if can_overwrite() and same_layout(gelu, value):
+            return gelu.mul_(value)  # value * gelu, in gelu's buffer
+        return value * gelu
 
 
 class FeedForward(nn.Module):
@@ -232,9 +242,12 @@ class BasicTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, L, dim) -> (N, L, dim)``; ``context`` None makes attn2 a second self-attention."""
-        x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
-        return x + self.ff(self.norm3(x))
+        a = self.attn1(self.norm1(x))
+        x = add_reusing(x, a, reuse=a)
+        a = self.attn2(self.norm2(x), context)
+        x = add_reusing(x, a, reuse=a)
+        a = self.ff(self.norm3(x))
+        return add_reusing(x, a, reuse=a)
 
 
 class SpatialTransformer(nn.Module):
@@ -287,7 +300,8 @@ class SpatialTransformer(nn.Module):
         for block in self.transformer_blocks:
             tokens = block(tokens, context)
         tokens = self.proj_out(tokens)  # (B*T, H*W, C)
-        return tokens.transpose(1, 2).reshape(n, c, h, w) + x
+        out = tokens.transpose(1, 2).reshape(n, c, h, w)
+        return add_reusing(out, x, reuse=out)
 
 
 class TemporalTransformer(nn.Module):

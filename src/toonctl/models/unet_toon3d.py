@@ -19,7 +19,7 @@ from torch import nn
 from toonctl.models import fold_frames, unfold_frames
 from toonctl.models.configs import UNetConfig
 from toonctl.models.embeddings import EmbeddingMLP, timestep_embedding
-from toonctl.models.layers import FP32GroupNorm, Upsample
+from toonctl.models.layers import FP32GroupNorm, InplaceSiLU, Upsample
 from toonctl.models.unet_blocks import (
     Downsample,
     ResBlock,
@@ -160,7 +160,7 @@ class ToonUNet3D(nn.Module):
 
         # 5. out
         self.out = nn.Sequential(
-            FP32GroupNorm(32, ch), nn.SiLU(), nn.Conv2d(config.model_channels, config.out_channels, 3, padding=1)
+            FP32GroupNorm(32, ch), InplaceSiLU(), nn.Conv2d(config.model_channels, config.out_channels, 3, padding=1)
         )
 
     def _attention_layers(self, ch: int) -> list[nn.Module]:
