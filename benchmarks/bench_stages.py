@@ -11,7 +11,9 @@ share the cores.
 
 Variants (levers the official code lacks), each measured in its own workers:
 
-* ``default``: toonctl as shipped;
+* ``default``: the library with the plain allocator (4 KiB pages);
+* ``thp``: large tensors on transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``), what the CLI sets
+  (``toonctl.allocator``): one page fault per 2 MiB instead of per 4 KiB;
 * ``malloc``: glibc told to keep freed memory (``MALLOC_MMAP_MAX_=0``, ``MALLOC_TRIM_THRESHOLD_``): freed
   activations are reused instead of returned to the kernel and faulted in again, zero-filled, on the next
   allocation. Process-wide, set in the environment before Python starts;
@@ -49,6 +51,8 @@ GROUP_STAGES = {
     "sample": ["sample_first", "sample_steady"],
 }
 VARIANT_ENV = {
+    "default": {"THP_MEM_ALLOC_ENABLE": "0"},
+    "thp": {"THP_MEM_ALLOC_ENABLE": "1"},
     "malloc": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40), "MALLOC_TOP_PAD_": str(2**26)},
 }
 FRAMES, STEPS = 16, 4
@@ -57,7 +61,7 @@ FRAMES, STEPS = 16, 4
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--groups", default="unet,decode", help="comma list of unet, decode, sample")
-    p.add_argument("--variants", default="default", help="comma list of default, malloc, channels_last, compile")
+    p.add_argument("--variants", default="default", help="comma list of default, thp, malloc, channels_last, compile")
     p.add_argument("--rounds", type=int, default=3, help="fresh worker processes per group and variant")
     p.add_argument("--repeats", type=int, default=2, help="timed repeats per stage inside a worker")
     p.add_argument("--size", default="64x64")
@@ -79,7 +83,8 @@ def _measure(fn) -> dict[str, float]:
     w0, c0, f0 = _usage()
     fn()
     w1, c1, f1 = _usage()
-    return {"wall": w1 - w0, "cpu": c1 - c0, "faults": f1 - f0}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB, the process so far
+    return {"wall": w1 - w0, "cpu": c1 - c0, "faults": f1 - f0, "peak_gib": peak}
 
 
 def _apply_variant(module, variant: str):
@@ -215,8 +220,8 @@ def main() -> None:
     table = []
     for (stage, variant), runs in samples.items():
         row = {"stage": stage, "variant": variant, "n": len(runs)}
-        for key in ("wall", "cpu", "faults"):
-            row[key] = statistics.median(r[key] for r in runs)
+        for key in ("wall", "cpu", "faults", "peak_gib"):
+            row[key] = statistics.median(r.get(key, float("nan")) for r in runs)
         official = OFFICIAL_SECONDS.get(stage)
         row["official"] = official
         row["ratio"] = row["wall"] / official if official else None
@@ -238,13 +243,14 @@ def main() -> None:
         f"torch {report['torch']}, {report['threads']} threads, fp32, {args.size} px, {FRAMES} frames; "
         f"load average {load_before:.1f} -> {report['load_average'][1]:.1f} (medians of fresh processes)"
     )
-    print(f"{'stage':<18}{'variant':<15}{'n':>3}{'wall s':>9}{'cpu s':>9}{'faults':>10}{'official':>10}{'ratio':>7}")
+    print(f"{'stage':<18}{'variant':<15}{'n':>3}{'wall s':>9}{'cpu s':>9}{'faults':>10}{'peak GiB':>9}"
+          f"{'official':>10}{'ratio':>7}")  # fmt: skip
     for r in table:
         official = f"{r['official']:.1f}" if r["official"] else "-"
         ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
         print(
             f"{r['stage']:<18}{r['variant']:<15}{r['n']:>3}{r['wall']:>9.2f}{r['cpu']:>9.2f}{r['faults']:>10.0f}"
-            f"{official:>10}{ratio:>7}"
+            f"{r['peak_gib']:>9.2f}{official:>10}{ratio:>7}"
         )
     by = {(r["stage"], r["variant"]): r for r in table}
     for variant in variants:

@@ -130,12 +130,50 @@ def _meminfo_available() -> int | None:
     return None
 
 
-def _cgroup_headroom() -> int | None:
-    """``memory.max - memory.current`` of this process's cgroup (v2), if limited."""
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit == "max":
+def _cgroup_headroom(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """How much more this process's memory cgroup (v2 or v1) lets it use, or None when it has no limit.
+
+    The limit minus what is charged to the cgroup, less its page cache: file pages (the memory-mapped weights
+    among them) are reclaimed before the limit kills anything.
+    """
+    for folder, names in _cgroup_memory_folders(proc_cgroup, root):
+        limit_name, usage_name, cache_keys = names
+        try:
+            limit_text = (folder / limit_name).read_text().strip()
+            usage = int((folder / usage_name).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or int(limit_text) >= 2**60:  # v1 writes "no limit" as a huge number
             return None
-        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-    except (OSError, ValueError):
-        return None
+        cache = 0
+        try:
+            stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines() if " " in line)
+            cache = next((int(stat[k]) for k in cache_keys if k in stat), 0)
+        except (OSError, ValueError):
+            pass
+        return int(limit_text) - max(usage - cache, 0)
+    return None
+
+
+V2_FILES = ("memory.max", "memory.current", ("file",))
+V1_FILES = ("memory.limit_in_bytes", "memory.usage_in_bytes", ("total_cache", "cache"))
+
+
+def _cgroup_memory_folders(proc_cgroup: Path, root: Path) -> list[tuple[Path, tuple]]:
+    """Candidate folders of this process's memory cgroup, most specific first, with their file names."""
+    folders: list[tuple[Path, tuple]] = []
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        path = path.lstrip("/")
+        if hierarchy == "0" and controllers == "":
+            folders.append((root / path, V2_FILES))
+        elif "memory" in controllers.split(","):
+            folders.append((root / "memory" / path, V1_FILES))
+    # inside a container with its own cgroup namespace the process's cgroup is the mount's root
+    folders += [(root, V2_FILES), (root / "memory", V1_FILES)]
+    return folders

@@ -37,6 +37,8 @@ from toonctl.models.layers import (
     Upsample,
     add_reusing,
     can_overwrite,
+    in_slices,
+    norm_act_conv_in_slices,
     same_layout,
     silu_,
 )
@@ -79,7 +81,8 @@ class ResnetBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C_in, H, W) -> (N, C_out, H, W)``."""
         h = self.conv1(silu_(self.norm1(x)))
-        h = self.conv2(silu_(self.norm2(h)))
+        h = silu_(self.norm2(h))  # rebound first: conv1's output is freed before conv2 runs
+        h = self.conv2(h)
         skip = x if self.nin_shortcut is None else self.nin_shortcut(x)
         return add_reusing(skip, h, reuse=h)
 
@@ -107,10 +110,25 @@ class TemporalResBlock(nn.Module):
         nn.init.zeros_(self.out_layers[3].weight)
         nn.init.zeros_(self.out_layers[3].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T, H, W) -> (B, C, T, H, W)``; the norms see all T frames at once."""
-        branch = self.out_layers(self.in_layers(x))
-        return add_reusing(x, branch, reuse=branch)
+    def forward(self, x: torch.Tensor, *, slices: int | None = None) -> torch.Tensor:
+        """``(B, C, T, H, W) -> (B, C, T, H, W)``; the norms see all T frames at once.
+
+        ``slices``: run norm, activation and (3, 1, 1) conv in this many pieces of rows, the statistics
+        gathered over the whole clip first (``norm_act_conv_in_slices``): a lower peak, the same values up to
+        float32 rounding."""
+        norm1, act1, conv1 = self.in_layers
+        norm2, act2, _, conv2 = self.out_layers  # index 2: the Identity standing for Dropout(0)
+        if slices is not None and slices > 1 and can_overwrite():
+            # piece by piece along the rows, the norms' statistics gathered over the whole clip first
+            h = norm_act_conv_in_slices(norm1, conv1, x, slices)
+            h = norm_act_conv_in_slices(norm2, conv2, h, slices)
+            return add_reusing(x, h, reuse=h)
+        # Each name is rebound as soon as its tensor is consumed: a conv's input is the only other full-clip
+        # tensor alive while it runs (besides x).
+        h = conv1(act1(norm1(x)))
+        h = act2(norm2(h))
+        h = conv2(h)
+        return add_reusing(x, h, reuse=h)
 
 
 class VideoResBlock(ResnetBlock):
@@ -125,19 +143,38 @@ class VideoResBlock(ResnetBlock):
         self.time_stack = TemporalResBlock(out_channels)
         self.mix_factor = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, num_frames: int, *, temporal: bool = True) -> torch.Tensor:
-        """``(B*T, C_in, H, W) -> (B*T, C_out, H, W)``; ``temporal=False`` returns the spatial path alone."""
-        # 1. spatial residual block, frame by frame
-        if not temporal:
-            return super().forward(x)
-        x_s = unfold_frames(super().forward(x), num_frames)  # (B, C_out, T, H, W)
+    def forward(
+        self, x: torch.Tensor, num_frames: int, *, temporal: bool = True, slices: int | None = None
+    ) -> torch.Tensor:
+        """``(B*T, C_in, H, W) -> (B*T, C_out, H, W)``; ``temporal=False`` returns the spatial path alone.
+
+        ``slices``: run the spatial block in this many pieces of frames and the temporal one in pieces of
+        rows (``in_slices``): a lower peak, the same values up to float32 rounding."""
+        x_s = self.spatial(x, slices=slices)
+        return self.mix(x_s, num_frames, slices=slices) if temporal else x_s
+
+    def spatial(self, x: torch.Tensor, *, slices: int | None = None) -> torch.Tensor:
+        """Step 1, the 2-D residual block frame by frame: ``(B*T, C_in, H, W) -> (B*T, C_out, H, W)``."""
+        return in_slices(super().forward, x, slices)
+
+    def mix(self, x_s: torch.Tensor, num_frames: int, *, slices: int | None = None) -> torch.Tensor:
+        """Steps 2-3, the temporal branch over the whole clip and the learned blend: ``(B*T, C, H, W)`` in and
+        out. A caller that no longer needs the block's input runs ``spatial`` then ``mix`` and drops it."""
+        x_s = unfold_frames(x_s, num_frames)  # (B, C_out, T, H, W)
         # 2. temporal branch over the whole clip
-        x_t = self.time_stack(x_s)
+        x_t = self.time_stack(x_s, slices=slices)
         # 3. learned blend
         alpha = torch.sigmoid(self.mix_factor)
         if can_overwrite() and same_layout(x_t, x_s) and x_t.dtype == alpha.dtype and x_t.data_ptr() != x_s.data_ptr():
-            # the same products and sum, written into x_t's buffer
-            return fold_frames(x_t.mul_(alpha).add_((1.0 - alpha) * x_s))
+            # the same products and sum, written into x_t's buffer (element-wise: piece by piece is exact)
+            def blend(rows: slice) -> None:
+                x_t[..., rows, :].mul_(alpha).add_((1.0 - alpha) * x_s[..., rows, :])
+
+            height = x_t.shape[-2]
+            step = height if not slices or slices <= 1 else -(-height // min(slices, height))
+            for start in range(0, height, step):
+                blend(slice(start, start + step))
+            return fold_frames(x_t)
         return fold_frames(alpha * x_t + (1.0 - alpha) * x_s)  # (B*T, C_out, H, W)
 
 
@@ -280,9 +317,11 @@ class TimeMixConv(nn.Conv2d):
         padding = tuple(k // 2 for k in kernel_size)
         self.time_mix_conv = nn.Conv3d(out_channels, out_channels, kernel_size, padding=padding)
 
-    def forward(self, x: torch.Tensor, num_frames: int, *, temporal: bool = True) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, num_frames: int, *, temporal: bool = True, slices: int | None = None
+    ) -> torch.Tensor:
         """``(B*T, C_in, H, W) -> (B, C_out, T, H, W)``; ``temporal=False`` skips the ``time_mix_conv``."""
-        h = unfold_frames(super().forward(x), num_frames)  # (B, C_out, T, H, W)
+        h = unfold_frames(in_slices(super().forward, x, slices), num_frames)  # (B, C_out, T, H, W)
         return self.time_mix_conv(h) if temporal else h
 
 
@@ -377,11 +416,13 @@ class VideoMidBlock(nn.Module):
         self.attn_1 = SpatialSelfAttention(channels)
         self.block_2 = VideoResBlock(channels, channels)
 
-    def forward(self, x: torch.Tensor, num_frames: int, *, temporal: bool = True) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, num_frames: int, *, temporal: bool = True, slices: int | None = None
+    ) -> torch.Tensor:
         """``(B*T, C, h, w) -> (B*T, C, h, w)``."""
-        h = self.block_1(x, num_frames, temporal=temporal)
-        h = self.attn_1(h)
-        return self.block_2(h, num_frames, temporal=temporal)
+        h = self.block_1(x, num_frames, temporal=temporal, slices=slices)
+        h = in_slices(self.attn_1, h, slices)
+        return self.block_2(h, num_frames, temporal=temporal, slices=slices)
 
 
 class UpLevel(nn.Module):
@@ -396,10 +437,12 @@ class UpLevel(nn.Module):
         self.block = nn.ModuleList(VideoResBlock(widths[i], widths[i + 1]) for i in range(num_blocks))
         self.upsample = Upsample(out_channels) if upsample else None
 
-    def forward(self, x: torch.Tensor, num_frames: int, *, temporal: bool = True) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, num_frames: int, *, temporal: bool = True, slices: int | None = None
+    ) -> torch.Tensor:
         """``(B*T, C_in, H, W) -> (B*T, C_out, H, W)``."""
         for block in self.block:
-            x = block(x, num_frames, temporal=temporal)
+            x = block(x, num_frames, temporal=temporal, slices=slices)
         return x
 
 
@@ -441,6 +484,7 @@ class VideoDecoder(nn.Module):
         *,
         temporal: bool = True,
         ref_frames: RefFrames = (0, -1),
+        slices: int | None = None,
     ) -> torch.Tensor:
         """Decode a clip of latent frames with the key frames' reference features.
 
@@ -451,10 +495,14 @@ class VideoDecoder(nn.Module):
             num_frames: T, the length of the clip every temporal layer sees.
             temporal: False runs the spatial path only (no ``time_stack``, no ``time_mix_conv``).
             ref_frames: the frames the Combiners add reference 0 and 1 to (see ``Combiner``).
+            slices: run the large layers in this many pieces, the per-frame (2-D) ones by frames and the
+                temporal convs by rows (``in_slices``): the same values up to float32 rounding, with a lower
+                peak; None runs each layer once over the whole clip.
 
         Returns:
             ``(B, out_ch, T, 8h, 8w)``.
         """
+        sliced = {"slices": slices}
 
         def refine(i: int, h: torch.Tensor) -> torch.Tensor:
             if ref_context is None:
@@ -464,18 +512,25 @@ class VideoDecoder(nn.Module):
         # 1. latent to features (no post_quant_conv: the official decode path skips it)
         h = self.conv_in(z)
         # 2. bottleneck
-        h = self.mid(h, num_frames, temporal=temporal)
+        h = self.mid(h, num_frames, temporal=temporal, **sliced)
         # 3. up levels, deepest first: blocks, reference refinement, upsample
         for i in reversed(range(len(self.up))):
             level = self.up[i]
-            h = level(h, num_frames, temporal=temporal)
+            if can_overwrite():
+                # block by block here rather than through level(h): that call would keep the level's input
+                # (a full-resolution map of the previous level's width) alive until the level returns
+                for block in level.block:
+                    h = block.spatial(h, slices=slices)
+                    h = block.mix(h, num_frames, slices=slices) if temporal else h
+            else:
+                h = level(h, num_frames, temporal=temporal, **sliced)
             h = refine(i, h)
             if level.upsample is not None:
-                h = level.upsample(h)
+                h = in_slices(level.upsample, h, slices)
         # 4. out: norm, swish, final Combiner on the conv_in features, conv + time mixing
-        h = silu_(self.norm_out(h))
+        h = in_slices(lambda x: silu_(self.norm_out(x)), h, slices)
         h = refine(len(self.up), h)
-        return self.conv_out(h, num_frames, temporal=temporal)
+        return self.conv_out(h, num_frames, temporal=temporal, **sliced)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -552,6 +607,7 @@ class AutoencoderKLDualRef(nn.Module):
         references: bool = True,
         temporal: bool = True,
         ref_frames: RefFrames = (0, -1),
+        slices: int | None = None,
     ) -> torch.Tensor:
         """Decode one clip; all T frames go through together.
 
@@ -567,6 +623,8 @@ class AutoencoderKLDualRef(nn.Module):
                 and no ``time_mix_conv``, so frames no longer see each other.
             ref_frames: the frames of this clip the Combiners add reference 0 and reference 1 to; None for a
                 reference whose key frame is outside this clip (a chunk of a longer one).
+            slices: pieces the large layers run in (``VideoDecoder.forward``): a lower peak, the same
+                output up to float32 rounding. The temporal norms still see the whole clip.
 
         Returns:
             ``(B, out_ch, T, 8h, 8w)``.
@@ -579,7 +637,9 @@ class AutoencoderKLDualRef(nn.Module):
         if references:
             _check_ref_context(ref_context, z.shape[0], self.num_levels)
         refs = ref_context if references else None
-        return self.decoder(fold_frames(z), refs, num_frames, temporal=temporal, ref_frames=ref_frames)
+        return self.decoder(
+            fold_frames(z), refs, num_frames, temporal=temporal, ref_frames=ref_frames, slices=slices
+        )
 
 
 def _check_ref_context(ref_context: Sequence[torch.Tensor] | None, batch: int, num_levels: int) -> None:

@@ -66,6 +66,10 @@ class DualRefDecoder:
         chunk: frames per decoder call; None decodes the whole clip at once.
         overlap: frames shared by consecutive chunks. Each output frame comes from the one chunk in which
             it sits farthest from a cut (the seam is the middle of the overlap); the other copy is dropped.
+        slices: run the decoder's large layers in this many pieces (the per-frame ones by frames, the
+            temporal convs by rows; the temporal norms still see the whole clip): a lower peak, the same
+            frames (bit for bit where the kernels agree, within float32 rounding elsewhere: ``in_slices``).
+            None runs each layer once; ``fit_to_memory`` picks a count from the free memory.
     """
 
     name: str = DEFAULT_DECODER
@@ -74,10 +78,13 @@ class DualRefDecoder:
     temporal: bool = True
     chunk: int | None = None
     overlap: int = 0
+    slices: int | None = None
 
     def __post_init__(self) -> None:
         if self.chunk is not None and self.chunk < 1:
             raise OptionError(f"chunk must be >= 1 frame, got {self.chunk}", option="decoder")
+        if self.slices is not None and self.slices < 1:
+            raise OptionError(f"slices must be >= 1, got {self.slices}", option="decoder")
         if self.overlap < 0 or (self.chunk is not None and self.overlap >= self.chunk):
             raise OptionError(
                 f"overlap must be in 0..chunk-1 (chunk={self.chunk}), got {self.overlap}", option="decoder"
@@ -101,7 +108,7 @@ class DualRefDecoder:
 
     def _decode(self, vae: nn.Module, z: torch.Tensor, refs: list[torch.Tensor] | None) -> torch.Tensor:
         """One pass over ``z`` ``(B, 4, T, h, w)`` (VAE space), in chunks when asked -> float32 video."""
-        flags = {"references": self.references, "temporal": self.temporal}
+        flags = {"references": self.references, "temporal": self.temporal, "slices": self.slices}
         num_frames = z.shape[2]
         if self.chunk is None or self.chunk >= num_frames:
             return vae.decode(z, refs, **flags).float()
@@ -129,6 +136,47 @@ def chunk_plan(num_frames: int, chunk: int, overlap: int) -> list[tuple[range, r
     seams = [(later.start + earlier.stop) // 2 for earlier, later in pairwise(windows)]
     bounds = [0, *seams, num_frames]
     return [(w, range(a, b)) for w, (a, b) in zip(windows, pairwise(bounds), strict=True)]
+
+
+# The peak of a dual-reference decode pass above the weights, in top-level feature maps (``vae.ch`` x H x W
+# elements) per frame of the clip: in one call per layer, and in ``s`` pieces, where it is the full-clip
+# tensors that remain plus one piece's share. Measured on the CPU, fp32, full-size VAE, glibc's allocator
+# (``benchmarks/bench_decode_memory.py``; docs/performance.md): 8.0 maps whole; 5.5, 5.2, 4.5 in 4, 8, 16.
+WHOLE_MAPS_PER_FRAME = 8.5
+SLICED_MAPS_PER_FRAME = 4.5
+PIECE_MAPS_PER_FRAME = 4.5  # divided by the number of pieces
+SLICE_CHOICES = (2, 4, 8, 16)
+
+
+def decode_peak_bytes(
+    vae_channels: int, frame_size: tuple[int, int], num_frames: int, dtype_bytes: int, slices: int | None
+) -> int:
+    """Estimated peak bytes of one decode pass above the weights (see the constants above)."""
+    height, width = frame_size
+    clip_map = vae_channels * height * width * dtype_bytes * num_frames
+    if slices is None or slices <= 1:
+        return int(WHOLE_MAPS_PER_FRAME * clip_map)
+    return int((SLICED_MAPS_PER_FRAME + PIECE_MAPS_PER_FRAME / slices) * clip_map)
+
+
+def fit_to_memory(decoder: FrameDecoder, vae: nn.Module, latents: torch.Tensor, free: int | None) -> FrameDecoder:
+    """``decoder``, or a copy that decodes in slices when the whole clip would not fit in ``free`` bytes.
+
+    The fewest of ``SLICE_CHOICES`` pieces whose estimated peak fits (the most when none does). Unchanged
+    when ``free`` is unknown, the decode fits, or ``decoder`` is not a ``DualRefDecoder`` without slices of
+    its own. Sliced frames equal the one-call frames up to float32 rounding (``in_slices``).
+    """
+    if free is None or not isinstance(decoder, DualRefDecoder) or decoder.slices is not None:
+        return decoder
+    dtype_bytes = next(vae.parameters()).element_size()
+    frames = min(latents.shape[2], decoder.chunk or latents.shape[2]) * latents.shape[0]
+    size = (latents.shape[-2] * 8, latents.shape[-1] * 8)
+    if decode_peak_bytes(vae.config.ch, size, frames, dtype_bytes, None) <= free:
+        return decoder
+    for count in SLICE_CHOICES:
+        if decode_peak_bytes(vae.config.ch, size, frames, dtype_bytes, count) <= free:
+            break
+    return replace(decoder, slices=count)
 
 
 def without_splice(decoder: FrameDecoder) -> FrameDecoder:

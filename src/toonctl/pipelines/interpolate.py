@@ -17,10 +17,11 @@ from torch import nn
 
 from toonctl.device import release_memory
 from toonctl.errors import OptionError, UnsupportedSizeError
+from toonctl.memory import available_memory
 from toonctl.models.configs import ToonCrafterConfig
 from toonctl.numerics import check_finite
 from toonctl.pipelines.controls import combine_controls
-from toonctl.pipelines.decoders import DECODERS, FrameDecoder, without_splice
+from toonctl.pipelines.decoders import DECODERS, FrameDecoder, fit_to_memory, without_splice
 from toonctl.pipelines.placement import ComponentPlacement
 from toonctl.presets import DEFAULT_DECODER, MODEL_COMPONENTS, LoadOptions
 from toonctl.samplers.ddim import make_ddim_schedule, sample_ddim
@@ -100,6 +101,13 @@ class InterpolationPipeline:
 
     # The stage ``decode_latents`` uses; ``from_checkpoint`` sets it from ``LoadOptions.decoder``.
     decoder: FrameDecoder = DECODERS[DEFAULT_DECODER]
+    # On the first call, map the UNet's and VAE's memory-mapped weights in from a thread while the encoders
+    # run (``toonctl.mapped_weights``); a no-op for weights in private memory.
+    prefetch_weights: bool = True
+    # Decode the per-frame layers a few frames at a time when the whole clip would not fit in the free memory
+    # (``decoders.fit_to_memory``); False always decodes every frame in one call.
+    fit_decode_to_memory: bool = True
+    _prefetch = None
 
     def __init__(
         self,
@@ -203,9 +211,16 @@ class InterpolationPipeline:
     _components = components  # the earlier private name, which training code calls
 
     def release_encoders(self) -> None:
-        """Drop the text and image encoders (e.g. once every segment's conditions are computed)."""
+        """Drop the text and image encoders (e.g. once every segment's conditions are computed).
+
+        Their pages of a memory-mapped checkpoint are unmapped too (``mapped_weights.release``): ~3.9 GB of
+        the full-size model that would otherwise count towards the process until it ends."""
+        from toonctl.mapped_weights import release
+
+        released = [m for m in (self.text_encoder, self.image_encoder, self.image_proj) if m is not None]
         self.placement.forget("text_encoder", "image_encoder", "image_proj")
         self.text_encoder = self.image_encoder = self.image_proj = None
+        release(released)
         release_memory(self.device)
 
     # -- components ---------------------------------------------------------------------------
@@ -270,6 +285,8 @@ class InterpolationPipeline:
         decoder = decoder or self.decoder
         if not splice:
             decoder = without_splice(decoder)
+        if self.fit_decode_to_memory:
+            decoder = fit_to_memory(decoder, self.vae, latents, available_memory(latents.device))
         return decoder(self.vae, latents, ref_context)
 
     # -- the task -----------------------------------------------------------------------------
@@ -346,6 +363,7 @@ class InterpolationPipeline:
             noise = InterpolationNoise.draw(
                 num_frames=num_frames, latent_hw=latent_hw, num_steps=steps, generator=generator
             )
+        self._start_prefetch()
         # 1-3. text (prompt and ""), image context (first key, zero image), key-frame encodings
         conditions = conditions or self.prepare_conditions(start, end, prompt)
         text, image, enc = conditions.text, conditions.image, conditions.keyframes
@@ -380,6 +398,15 @@ class InterpolationPipeline:
             video = self.decode_latents(latents.to(vae_device), ref_context, splice=splice)
         check_finite(video, "decoding the frames")
         return InterpolationOutput(video=video, latents=latents)
+
+    def _start_prefetch(self) -> None:
+        """Once per pipeline: page the sampler's and the decoder's file-backed weights in ahead of use."""
+        if not self.prefetch_weights or self._prefetch is not None:
+            return
+        from toonctl.mapped_weights import Prefetch
+
+        modules = [self.unet, *self.controls.values(), self.vae]
+        self._prefetch = Prefetch(m for m in modules if m is not None).start()
 
     @torch.no_grad()
     def prepare_conditions(self, start: torch.Tensor, end: torch.Tensor, prompt: str = "") -> SegmentConditions:
