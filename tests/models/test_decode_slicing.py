@@ -107,11 +107,13 @@ def test_slices_must_be_positive():
 
 
 def test_fit_to_memory_slices_only_when_the_whole_clip_does_not_fit(tiny_config):
+    from toonctl.pipelines import decoders
     from toonctl.pipelines.decoders import decode_peak_bytes, fit_to_memory
 
     vae = _randomised_vae(tiny_config)
     latents = torch.zeros(1, 4, 16, 40, 64)  # a 320x512 clip
-    peak = {n: decode_peak_bytes(vae.config.ch, (320, 512), 16, 4, n) for n in (None, 2, 4, 16)}
+    share = decoders.DECODE_SHARE_OF_FREE
+    peak = {n: int(decode_peak_bytes(vae.config.ch, (320, 512), 16, 4, n) / share) + 1 for n in (None, 2, 4, 16)}
     assert peak[None] > peak[2] > peak[4] > peak[16]
     dualref = DECODERS["dualref"]
     assert fit_to_memory(dualref, vae, latents, None) is dualref
@@ -121,7 +123,10 @@ def test_fit_to_memory_slices_only_when_the_whole_clip_does_not_fit(tiny_config)
     sliced = replace(dualref, slices=2)
     assert fit_to_memory(sliced, vae, latents, 1) is sliced  # a choice made by the caller stays
     chunked = parse_decoder("chunked:4:2")  # windows of 4 frames: a smaller whole
-    assert fit_to_memory(chunked, vae, latents, decode_peak_bytes(vae.config.ch, (320, 512), 4, 4, None)) is chunked
+    assert (
+        fit_to_memory(chunked, vae, latents, int(decode_peak_bytes(vae.config.ch, (320, 512), 4, 4, None) / share) + 1)
+        is chunked
+    )
 
 
 def test_a_run_short_of_memory_decodes_in_slices(monkeypatch, tiny_config):

@@ -204,7 +204,9 @@ DecoderOpt = Annotated[
     typer.Option(
         "--decoder", callback=_check_decoder, rich_help_panel=MODEL,
         help="VAE decoder: dualref (official), chunked or chunked:CHUNK[:OVERLAP] (less memory, approximate), "
-        "dualref-nosplice, norefs, spatial, perframe. Compare them on your clips with `toonctl decode-bench`.",
+        "dualref-nosplice, norefs, spatial, perframe. Compare them on your clips with `toonctl decode-bench`. "
+        "When the free memory is short, dualref decodes its large layers in pieces (same frames up to float32 "
+        "rounding; a 16 GB machine runs the default 320x512 job on the CPU).",
     ),
 ]  # fmt: skip
 

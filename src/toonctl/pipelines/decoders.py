@@ -146,6 +146,9 @@ WHOLE_MAPS_PER_FRAME = 8.5
 SLICED_MAPS_PER_FRAME = 4.5
 PIECE_MAPS_PER_FRAME = 4.5  # divided by the number of pieces
 SLICE_CHOICES = (2, 4, 8, 16)
+# Of the free memory, the share a decode may plan to use: the estimate is a median, the allocator keeps
+# some freed memory, and the page cache (the mapped weights the next segment needs) should keep some room.
+DECODE_SHARE_OF_FREE = 0.8
 
 
 def decode_peak_bytes(
@@ -162,7 +165,8 @@ def decode_peak_bytes(
 def fit_to_memory(decoder: FrameDecoder, vae: nn.Module, latents: torch.Tensor, free: int | None) -> FrameDecoder:
     """``decoder``, or a copy that decodes in slices when the whole clip would not fit in ``free`` bytes.
 
-    The fewest of ``SLICE_CHOICES`` pieces whose estimated peak fits (the most when none does). Unchanged
+    The fewest of ``SLICE_CHOICES`` pieces whose estimated peak fits in ``DECODE_SHARE_OF_FREE`` of ``free``
+    (the most pieces when none does). Unchanged
     when ``free`` is unknown, the decode fits, or ``decoder`` is not a ``DualRefDecoder`` without slices of
     its own. Sliced frames equal the one-call frames up to float32 rounding (``in_slices``).
     """
@@ -171,10 +175,11 @@ def fit_to_memory(decoder: FrameDecoder, vae: nn.Module, latents: torch.Tensor, 
     dtype_bytes = next(vae.parameters()).element_size()
     frames = min(latents.shape[2], decoder.chunk or latents.shape[2]) * latents.shape[0]
     size = (latents.shape[-2] * 8, latents.shape[-1] * 8)
-    if decode_peak_bytes(vae.config.ch, size, frames, dtype_bytes, None) <= free:
+    budget = free * DECODE_SHARE_OF_FREE
+    if decode_peak_bytes(vae.config.ch, size, frames, dtype_bytes, None) <= budget:
         return decoder
     for count in SLICE_CHOICES:
-        if decode_peak_bytes(vae.config.ch, size, frames, dtype_bytes, count) <= free:
+        if decode_peak_bytes(vae.config.ch, size, frames, dtype_bytes, count) <= budget:
             break
     return replace(decoder, slices=count)
 
