@@ -31,12 +31,15 @@ lint:
 # Benchmarks print numbers (no pass/fail): per-stage steady-state times beside the official code's (issue 15),
 # per-stage time, FLOPs and memory of one sample (random
 # full-size weights; reduced size on the CPU), load time/RSS vs torch.load (writes a 10.5 GB file to
-# BENCH_DIR once), CLI start-up time.
+# BENCH_DIR once), a one-shot run with and without prefetching the mapped weights, the decode's peak memory
+# whole and in slices, CLI start-up time.
 BENCH_DIR ?= /tmp/toonctl-bench
 bench:
 	$(PY) benchmarks/bench_stages.py
 	$(PY) benchmarks/bench_sample.py
 	$(PY) benchmarks/bench_load.py --dir $(BENCH_DIR)
+	$(PY) benchmarks/bench_first_call.py --dir $(BENCH_DIR)
+	$(PY) benchmarks/bench_decode_memory.py --size 160x256
 	$(PY) benchmarks/bench_startup.py
 
 format:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -40,7 +41,8 @@ def one_run(path: Path, prefetch: bool, cold: bool) -> dict[str, float]:
         subprocess.run(["sync"], check=False)
         Path("/proc/sys/vm/drop_caches").write_text("1\n")
     script = RUN.replace("PATH", repr(str(path))).replace("PREFETCH", str(prefetch))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"}  # as the CLI runs
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, env=env)
     if out.returncode:
         raise RuntimeError(f"run failed ({out.returncode}):\n{out.stderr[-2000:]}")
     total, call, minor, major, rss = (float(x) for x in out.stdout.split())

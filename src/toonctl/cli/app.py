@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from toonctl import __version__
-from toonctl.allocator import use_huge_pages_for_tensors
 from toonctl.cli import batch as batch_cmd
 from toonctl.cli import decode_bench as decode_bench_cmd
 from toonctl.cli import eval as eval_cmd
@@ -65,7 +64,6 @@ app.add_typer(train_app, name="train")
 
 
 def main() -> None:
-    use_huge_pages_for_tensors()  # before torch is imported: see toonctl.allocator
     _terminate_like_ctrl_c()
     try:
         app()
