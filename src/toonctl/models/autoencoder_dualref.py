@@ -518,8 +518,12 @@ class VideoDecoder(nn.Module):
             level = self.up[i]
             if can_overwrite():
                 # block by block here rather than through level(h): that call would keep the level's input
-                # (a full-resolution map of the previous level's width) alive until the level returns
+                # (a full-resolution map of the previous level's width) alive until the level returns; and
+                # each block in its two steps, so that its input is freed before the temporal branch
                 for block in level.block:
+                    if _hooked(block):  # e.g. accelerate's offload hooks, which only a module call runs
+                        h = block(h, num_frames, temporal=temporal, slices=slices)
+                        continue
                     h = block.spatial(h, slices=slices)
                     h = block.mix(h, num_frames, slices=slices) if temporal else h
             else:
@@ -640,6 +644,11 @@ class AutoencoderKLDualRef(nn.Module):
         return self.decoder(
             fold_frames(z), refs, num_frames, temporal=temporal, ref_frames=ref_frames, slices=slices
         )
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs more than its ``forward``: hooks, or accelerate's ``_hf_hook``."""
+    return bool(module._forward_pre_hooks or module._forward_hooks or hasattr(module, "_hf_hook"))
 
 
 def _check_ref_context(ref_context: Sequence[torch.Tensor] | None, batch: int, num_levels: int) -> None:
