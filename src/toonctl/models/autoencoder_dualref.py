@@ -641,9 +641,7 @@ class AutoencoderKLDualRef(nn.Module):
         if references:
             _check_ref_context(ref_context, z.shape[0], self.num_levels)
         refs = ref_context if references else None
-        return self.decoder(
-            fold_frames(z), refs, num_frames, temporal=temporal, ref_frames=ref_frames, slices=slices
-        )
+        return self.decoder(fold_frames(z), refs, num_frames, temporal=temporal, ref_frames=ref_frames, slices=slices)
 
 
 def _hooked(module: nn.Module) -> bool:
