@@ -156,7 +156,8 @@ class Prefetch:
     """
 
     def __init__(self, modules: Iterable[nn.Module]) -> None:
-        self.ranges = [r for module in modules for r in mapped_ranges([module])]
+        maps = file_mappings()  # read once for all the modules
+        self.ranges = [r for module in modules for r in mapped_ranges([module], maps)]
         self.bytes_done = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="toonctl-prefetch", daemon=True)
@@ -180,8 +181,3 @@ class Prefetch:
     def cancel(self) -> None:
         self._stop.set()
         self.join()
-
-
-def any_mapped(modules: Iterable[nn.Module]) -> bool:
-    """True when some weight of ``modules`` lives in a file mapping."""
-    return bool(mapped_ranges(modules))

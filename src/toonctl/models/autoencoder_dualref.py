@@ -166,14 +166,13 @@ class VideoResBlock(ResnetBlock):
         # 3. learned blend
         alpha = torch.sigmoid(self.mix_factor)
         if can_overwrite() and same_layout(x_t, x_s) and x_t.dtype == alpha.dtype and x_t.data_ptr() != x_s.data_ptr():
-            # the same products and sum, written into x_t's buffer (element-wise: piece by piece is exact)
-            def blend(rows: slice) -> None:
-                x_t[..., rows, :].mul_(alpha).add_((1.0 - alpha) * x_s[..., rows, :])
-
+            # the same products and sum, written into x_t's buffer; element-wise, so piece by piece (rows) is
+            # exact and keeps the (1 - a) * x_s temporary to one piece
             height = x_t.shape[-2]
-            step = height if not slices or slices <= 1 else -(-height // min(slices, height))
+            step = -(-height // max(1, min(slices or 1, height)))
             for start in range(0, height, step):
-                blend(slice(start, start + step))
+                rows = slice(start, start + step)
+                x_t[..., rows, :].mul_(alpha).add_((1.0 - alpha) * x_s[..., rows, :])
             return fold_frames(x_t)
         return fold_frames(alpha * x_t + (1.0 - alpha) * x_s)  # (B*T, C_out, H, W)
 
